@@ -1,0 +1,84 @@
+"""kitaru: durable execution for Python agents, built as an async-native actor runtime.
+
+Layering, bottom up: ``kitaru.storage`` (the run store Protocol and its
+backends, artifacts, typed serialisation) knows nothing of flows;
+``kitaru.actors`` hosts live runs on top of a store; the modules here give the
+public surface: ``@flow``, ``@checkpoint``, ``kitaru.runtime()`` and the
+records and errors they return. Everything not re-exported here is private.
+"""
+
+import logging as _logging
+
+from ._checkpoint import Backoff as Backoff
+from ._checkpoint import Checkpoint as Checkpoint
+from ._checkpoint import checkpoint as checkpoint
+from ._config import RuntimeConfig as RuntimeConfig
+from ._config import configure as configure
+from ._errors import BudgetExceeded as BudgetExceeded
+from ._errors import CheckpointFailed as CheckpointFailed
+from ._errors import ConfigurationError as ConfigurationError
+from ._errors import FlowCancelled as FlowCancelled
+from ._errors import FlowFailed as FlowFailed
+from ._errors import InvalidMessage as InvalidMessage
+from ._errors import KitaruError as KitaruError
+from ._errors import NonDeterminismError as NonDeterminismError
+from ._errors import NotInFlow as NotInFlow
+from ._errors import RunNotFound as RunNotFound
+from ._errors import RuntimeStateError as RuntimeStateError
+from ._errors import SchemaVersionError as SchemaVersionError
+from ._errors import SerializationError as SerializationError
+from ._errors import StorageError as StorageError
+from ._errors import WaitTimeout as WaitTimeout
+from ._flow import Flow as Flow
+from ._flow import flow as flow
+from ._runtime import Runtime as Runtime
+from ._runtime import runtime as runtime
+from ._types import CheckpointInfo as CheckpointInfo
+from ._types import RunHandle as RunHandle
+from ._types import RunInfo as RunInfo
+from ._types import RunStatus as RunStatus
+from ._types import Usage as Usage
+from ._types import WaitInfo as WaitInfo
+from ._version import __version__ as __version__
+
+__all__ = (
+    "Backoff",
+    "BudgetExceeded",
+    "Checkpoint",
+    "CheckpointFailed",
+    "CheckpointInfo",
+    "ConfigurationError",
+    "Flow",
+    "FlowCancelled",
+    "FlowFailed",
+    "InvalidMessage",
+    "KitaruError",
+    "NonDeterminismError",
+    "NotInFlow",
+    "RunHandle",
+    "RunInfo",
+    "RunNotFound",
+    "RunStatus",
+    "Runtime",
+    "RuntimeConfig",
+    "RuntimeStateError",
+    "SchemaVersionError",
+    "SerializationError",
+    "StorageError",
+    "Usage",
+    "WaitInfo",
+    "WaitTimeout",
+    "__version__",
+    "checkpoint",
+    "configure",
+    "flow",
+    "runtime",
+)
+
+# Tracebacks and reprs say kitaru.FlowFailed, not kitaru._errors.FlowFailed.
+for _name in __all__:
+    _obj = globals()[_name]
+    if isinstance(_obj, type):
+        _obj.__module__ = __name__
+
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())

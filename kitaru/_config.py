@@ -1,0 +1,121 @@
+"""Runtime settings and where they come from.
+
+Precedence, strongest first: explicit ``kitaru.runtime(...)`` arguments, then
+``kitaru.configure(...)``, then ``KITARU_*`` environment variables, then a
+config file (``kitaru.toml``, or ``[tool.kitaru]`` in ``pyproject.toml``, in the
+current folder), then the embedded default under ``./.kitaru/``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ._errors import ConfigurationError
+
+__all__ = ("RuntimeConfig", "configure", "resolve_config")
+
+
+class RuntimeConfig(BaseModel):
+    """Settings of one runtime (frozen once resolved)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Run store URL: ``sqlite:///path``, ``memory://``, ``postgresql://...``.
+    store: str = "sqlite:///.kitaru/kitaru.db"
+    #: Artifact store: a folder or any fsspec URL (``memory://``, ``s3://...``).
+    artifacts: str = ".kitaru/artifacts"
+    #: Values whose JSON is larger than this go to the artifact store.
+    inline_threshold: int = Field(default=64 * 1024, ge=0)
+    #: Most runs executing at once in this runtime; more wait their turn.
+    max_live_runs: int = Field(default=10_000, ge=1)
+    #: Seconds a run's lease lasts without renewal before another worker may take it.
+    lease_seconds: float = Field(default=30.0, gt=0)
+    #: Restarts allowed per run for infrastructure failures within ``restart_window``.
+    max_restarts: int = Field(default=3, ge=0)
+    restart_window: float = Field(default=60.0, gt=0)
+    #: First restart delay in seconds; doubles per restart.
+    restart_backoff: float = Field(default=0.1, ge=0)
+    #: Worker threads for sync flow bodies (sync checkpoints use anyio's default pool).
+    sync_flow_threads: int = Field(default=64, ge=1)
+
+
+_FIELDS = frozenset(RuntimeConfig.model_fields)
+_process_defaults: dict[str, Any] = {}
+
+
+def configure(**settings: Any) -> None:
+    """Set this process's defaults for every runtime opened afterwards.
+
+    Accepts any :class:`RuntimeConfig` field (``store``, ``artifacts``,
+    ``max_live_runs``, ...). Explicit ``kitaru.runtime(...)`` arguments still
+    win. ``configure()`` with no arguments resets the defaults.
+
+    Raises:
+        kitaru.ConfigurationError: an unknown setting or an invalid value.
+    """
+    _check_keys(settings, "kitaru.configure()")
+    if not settings:
+        _process_defaults.clear()
+        return
+    merged = {**_process_defaults, **settings}
+    _validate(merged, "kitaru.configure()")
+    _process_defaults.clear()
+    _process_defaults.update(merged)
+
+
+def resolve_config(**explicit: Any) -> RuntimeConfig:
+    """Merge every source of settings into one :class:`RuntimeConfig`."""
+    _check_keys(explicit, "kitaru.runtime()")
+    merged: dict[str, Any] = {}
+    merged.update(_from_file(Path.cwd()))
+    merged.update(_from_env())
+    merged.update(_process_defaults)
+    merged.update({k: v for k, v in explicit.items() if v is not None})
+    return _validate(merged, "the kitaru settings")
+
+
+def _check_keys(settings: dict[str, Any], where: str) -> None:
+    unknown = sorted(set(settings) - _FIELDS)
+    if unknown:
+        raise ConfigurationError(
+            f"{where} got unknown setting(s) {', '.join(unknown)}; "
+            f"known settings: {', '.join(sorted(_FIELDS))}"
+        )
+
+
+def _validate(settings: dict[str, Any], where: str) -> RuntimeConfig:
+    try:
+        return RuntimeConfig(**settings)
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid value in {where}: {exc}") from None
+
+
+def _from_env() -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name in _FIELDS:
+        value = os.environ.get(f"KITARU_{name.upper()}")
+        if value is not None and value != "":
+            found[name] = value
+    return found
+
+
+def _from_file(folder: Path) -> dict[str, Any]:
+    toml = folder / "kitaru.toml"
+    try:
+        if toml.is_file():
+            data = tomllib.loads(toml.read_text())
+            section = data.get("kitaru", data)
+            return {k: v for k, v in section.items() if k in _FIELDS}
+        pyproject = folder / "pyproject.toml"
+        if pyproject.is_file():
+            data = tomllib.loads(pyproject.read_text())
+            section = data.get("tool", {}).get("kitaru", {})
+            return {k: v for k, v in section.items() if k in _FIELDS}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigurationError(f"cannot read kitaru settings from {folder}: {exc}") from exc
+    return {}

@@ -1,0 +1,73 @@
+"""The ambient execution context: which run (and which checkpoint) is executing.
+
+A ``ContextVar`` follows anyio tasks and worker threads (each child task gets a
+copy), so ``kitaru.wait()`` deep inside user code finds its run without a
+``ctx`` argument.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from ._errors import NotInFlow
+
+if TYPE_CHECKING:
+    from .actors._flow_actor import Execution
+    from ._runtime import Runtime
+
+__all__ = ("CheckpointFrame", "FlowFrame", "current_flow", "current_runtime", "require_flow")
+
+
+@dataclass(slots=True)
+class FlowFrame:
+    """Set while a flow's own code runs (not inside a checkpoint body)."""
+
+    execution: Execution
+    #: Thread ident when the flow body is a plain ``def`` running in a worker thread.
+    sync_thread: int | None = None
+
+    def in_sync_thread(self) -> bool:
+        """True when called from this flow's own worker thread."""
+        return self.sync_thread is not None and self.sync_thread == threading.get_ident()
+
+
+@dataclass(slots=True)
+class CheckpointFrame:
+    """Set while a checkpoint body runs; nested durable calls just run inside it."""
+
+    execution: Execution
+    position: int
+    name: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+frame_var: ContextVar[FlowFrame | CheckpointFrame | None] = ContextVar(
+    "kitaru_frame", default=None
+)
+runtime_var: ContextVar[Runtime | None] = ContextVar("kitaru_runtime", default=None)
+
+
+def current_flow() -> FlowFrame | None:
+    """The flow frame when flow code (not a checkpoint body) is executing."""
+    frame = frame_var.get()
+    return frame if isinstance(frame, FlowFrame) else None
+
+
+def require_flow(what: str) -> FlowFrame:
+    """Return the flow frame or raise :class:`NotInFlow` naming ``what``."""
+    frame = frame_var.get()
+    if isinstance(frame, FlowFrame):
+        return frame
+    where = "inside a @checkpoint body" if frame is not None else "outside a flow"
+    raise NotInFlow(
+        f"{what} was called {where}; it can only be called from the code of a "
+        "@flow function (call it in the flow, not in a checkpoint or plain code)"
+    )
+
+
+def current_runtime() -> Runtime | None:
+    """The innermost open runtime of this task, if any."""
+    return runtime_var.get()

@@ -1,0 +1,442 @@
+"""The runtime: an async context manager that hosts flows.
+
+It opens, in order, the run store, the (lazy) artifact store and one task group
+that owns every actor and service; leaving it cancels them, lets in-flight
+commits finish (they are shielded), releases this runtime's leases so another
+runtime can resume its runs at once, and closes the stores in reverse order.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ._config import RuntimeConfig, resolve_config
+from ._context import runtime_var
+from ._errors import (
+    ConfigurationError,
+    FlowCancelled,
+    FlowFailed,
+    RunNotFound,
+    RuntimeStateError,
+)
+from ._flow import Flow
+from ._types import CheckpointInfo, RunHandle, RunInfo, RunStatus, Usage
+from .actors._directory import Directory
+from .actors._flow_actor import Cancelled, Completed, Failed
+from .actors._supervisor import Supervisor
+from .actors._timers import lease_service
+from .storage._registry import open_store
+from .storage._lazy import LazyArtifacts
+from .storage.base import ACTIVE_STATUSES, RunPatch, RunRecord, RunStore
+from .storage.serde import loads_plain
+
+__all__ = ("Runtime", "runtime")
+
+log = logging.getLogger("kitaru.runtime")
+
+
+class _State(enum.Enum):
+    UNOPENED = "unopened"
+    OPEN = "open"
+    CLOSED = "closed"
+
+
+def _utc(ts: float) -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class Runtime:
+    """Hosts flows; create it with :func:`kitaru.runtime`."""
+
+    def __init__(self, config: RuntimeConfig, flows: Sequence[Flow[Any, Any]] = ()) -> None:
+        self.config = config
+        self._state = _State.UNOPENED
+        self._flows: dict[str, Flow[Any, Any]] = {}
+        for f in flows:
+            self._register(f)
+        self._directory = Directory()
+        self._store: RunStore | None = None
+        self._artifacts = LazyArtifacts(config.artifacts)
+        self._tg: TaskGroup | None = None
+        self._supervisor: Supervisor | None = None
+        self._token: Any = None
+        #: Limits worker threads for plain-``def`` flow bodies; separate from
+        #: anyio's default pool so sync checkpoints always find a thread.
+        self.flow_threads = anyio.CapacityLimiter(config.sync_flow_threads)
+        self.clock = time.time
+
+    # -- lifecycle ---------------------------------------------------------
+    async def __aenter__(self) -> Runtime:
+        if self._state is not _State.UNOPENED:
+            raise RuntimeStateError(
+                f"this runtime is {self._state.value}; a runtime can be entered once. "
+                "Create a new one with kitaru.runtime(...)"
+            )
+        self._store = await open_store(self.config.store)
+        try:
+            self._directory.open()
+            tg = self._tg = anyio.create_task_group()
+            await tg.__aenter__()
+        except BaseException:
+            await self._store.aclose()
+            raise
+        self._supervisor = Supervisor(self, tg, self._directory)
+        self._state = _State.OPEN
+        self._token = runtime_var.set(self)
+        tg.start_soon(lease_service, self, name="kitaru lease service")
+        await self.recover()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None and self._store is not None
+        self._state = _State.CLOSED
+        try:
+            runtime_var.reset(self._token)
+        except ValueError:  # exited from another context than it was entered in
+            pass
+        self._tg.cancel_scope.cancel()
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                try:
+                    await self._store.release(self.owner)
+                except Exception as err:  # noqa: BLE001 - leases lapse on their own
+                    log.warning("could not release leases on close: %s", err)
+                await self._store.aclose()
+                await self._artifacts.aclose()
+            self._directory.close()
+
+    def _check_open(self) -> None:
+        if self._state is not _State.OPEN:
+            raise RuntimeStateError(
+                f"the runtime is {self._state.value}; use it inside "
+                "`async with kitaru.runtime() as rt:`"
+            )
+
+    @property
+    def store(self) -> RunStore:
+        """The run store (open while the runtime is)."""
+        if self._store is None:
+            raise RuntimeStateError("the runtime is not open; enter it with `async with`")
+        return self._store
+
+    def artifacts(self) -> LazyArtifacts:
+        """The artifact store, opened on first use."""
+        return self._artifacts
+
+    @property
+    def owner(self) -> str:
+        """This runtime's lease-owner id."""
+        return self._directory.owner
+
+    # -- flows -------------------------------------------------------------
+    def _register(self, flow: Flow[Any, Any]) -> bool:
+        if not isinstance(flow, Flow):
+            raise TypeError(
+                f"expected a @flow-decorated function, got {flow!r}; decorate it with @kitaru.flow"
+            )
+        known = self._flows.get(flow.name)
+        if known is None:
+            self._flows[flow.name] = flow
+            return True
+        if known is not flow and known.fn.__qualname__ != flow.fn.__qualname__:
+            raise ConfigurationError(
+                f"two different flows are named {flow.name!r} ({known.fn.__qualname__} and "
+                f"{flow.fn.__qualname__}); give one another name with @flow(name=...)"
+            )
+        return False
+
+    async def recover(self) -> int:
+        """Resume runs of known flows whose owner is gone; returns how many."""
+        if not self._flows:
+            return 0
+        store = self.store
+        dead = self._directory.dead_among(await store.owners())
+        # Our own id too: a run we gave up on (store outage) is resumed here.
+        dead.append(self.owner)
+        now = self.clock()
+        ids = await store.orphans(list(self._flows), now=now, dead_owners=dead)
+        resumed = 0
+        for run_id in ids:
+            if run_id in self._directory.live:
+                continue
+            record = await store.claim(
+                run_id,
+                self.owner,
+                now=now,
+                lease_until=now + self.config.lease_seconds,
+                dead_owners=dead,
+            )
+            if record is not None:
+                log.info("resuming run %s of flow %s", run_id, record.flow)
+                self._activate(record)
+                resumed += 1
+        return resumed
+
+    def _activate(
+        self,
+        record: RunRecord,
+        live_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+    ) -> None:
+        assert self._supervisor is not None
+        self._supervisor.activate(record, self._flows[record.flow], live_args)
+
+    async def _resume(self, record: RunRecord) -> bool:
+        """Claim and host an active run that nobody live hosts; True if hosted here."""
+        if record.id in self._directory.live:
+            return True
+        if record.flow not in self._flows or record.status not in ACTIVE_STATUSES:
+            return False
+        now = self.clock()
+        dead = [record.owner] if record.owner and self._directory.dead_among([record.owner]) else []
+        claimed = await self.store.claim(
+            record.id,
+            self.owner,
+            now=now,
+            lease_until=now + self.config.lease_seconds,
+            dead_owners=dead,
+        )
+        if claimed is None:
+            return False
+        self._activate(claimed)
+        return True
+
+    # -- public API ----------------------------------------------------------
+    async def start(
+        self, flow: Flow[Any, Any], /, *args: Any, run_id: str | None = None, **kwargs: Any
+    ) -> RunHandle:
+        """Start a run of ``flow`` and return its handle.
+
+        Starting with a ``run_id`` that exists returns that run (resuming it
+        here if it is unfinished and nobody hosts it) and executes nothing twice.
+
+        Raises:
+            TypeError: the arguments do not fit the flow's signature (nothing is stored).
+            kitaru.SerializationError: an argument cannot be stored as its annotation.
+        """
+        return await self._start(flow, args, kwargs, run_id=run_id)
+
+    async def _start(
+        self,
+        flow: Flow[Any, Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        run_id: str | None = None,
+        parent: str | None = None,
+    ) -> RunHandle:
+        self._check_open()
+        newly_known = self._register(flow)
+        data = flow.encode_input(args, kwargs)
+        now = self.clock()
+        record = RunRecord(
+            id=run_id or uuid.uuid4().hex,
+            flow=flow.name,
+            status="running",
+            created_at=now,
+            updated_at=now,
+            input=data,
+            owner=self.owner,
+            lease_until=now + self.config.lease_seconds,
+            parent_id=parent,
+        )
+        stored, created = await self.store.create_run(record)
+        if created:
+            self._activate(stored, (args, kwargs))
+        elif stored.flow != flow.name:
+            raise ConfigurationError(
+                f"run id {stored.id!r} already belongs to flow {stored.flow!r}, not "
+                f"{flow.name!r}; choose another run id"
+            )
+        else:
+            await self._resume(stored)
+        if newly_known:
+            await self.recover()
+        return RunHandle._make(stored.id, self)
+
+    async def result(self, run_id: str) -> Any:
+        """Wait for the run to finish and return its output.
+
+        Raises:
+            kitaru.FlowFailed: the run failed (``kitaru.FlowCancelled`` if cancelled).
+            kitaru.RunNotFound: no such run.
+        """
+        self._check_open()
+        delay = 0.02
+        while True:
+            actor = self._directory.live.get(run_id)
+            if actor is not None:
+                await actor.done.wait()
+                outcome = actor.outcome
+                if isinstance(outcome, Completed):
+                    return outcome.value
+                if isinstance(outcome, Failed):
+                    record = await self.store.get_run(run_id)
+                    raise self._failure(run_id, record, outcome.error)
+                if isinstance(outcome, Cancelled):
+                    raise FlowCancelled(run_id)
+                continue  # gave up or stopped: look at the store
+            record = await self.store.get_run(run_id)
+            if record is None:
+                raise RunNotFound(run_id)
+            if record.status == "completed":
+                return await self._output(record)
+            if record.status == "failed":
+                raise self._failure(run_id, record, None)
+            if record.status == "cancelled":
+                raise FlowCancelled(run_id)
+            if await self._resume(record):
+                continue
+            # Hosted elsewhere (or its flow is unknown here): watch the store.
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    def _failure(
+        self, run_id: str, record: RunRecord | None, original: BaseException | None
+    ) -> FlowFailed:
+        info = loads_plain(record.error_info) if record is not None else None
+        info = info or {}
+        return FlowFailed(
+            run_id,
+            record.error if record is not None and record.error else str(original),
+            error_type=info.get("type"),
+            traceback=info.get("traceback"),
+            original=original,
+        )
+
+    async def _output(self, record: RunRecord) -> Any:
+        data = record.output
+        if data is None and record.output_ref is not None:
+            data = await self._artifacts.get(record.output_ref)
+        if data is None:
+            return None
+        flow = self._flows.get(record.flow)
+        if flow is None:
+            return json.loads(data)
+        return flow.output_codec.load(data, what=f"output of run {record.id}")
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        """Everything known about a run.
+
+        Raises:
+            kitaru.RunNotFound: no such run.
+        """
+        self._check_open()
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFound(run_id)
+        return await self._info(record)
+
+    async def list_runs(
+        self, *, status: str | None = None, flow: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Runs matching the filters, newest first (``status`` is a RunStatus value)."""
+        self._check_open()
+        if status is not None:
+            status = RunStatus(status).value
+        records = await self.store.list_runs(status=status, flow=flow, limit=limit)
+        return [await self._info(r) for r in records]
+
+    async def cancel(self, run_id: str) -> bool:
+        """Cancel an unfinished run; returns False if it had already finished.
+
+        Raises:
+            kitaru.RunNotFound: no such run.
+        """
+        self._check_open()
+        patch = RunPatch(run_id, updated_at=self.clock(), status="cancelled", release=True)
+        updated = await self.store.update_run(patch)
+        actor = self._directory.live.get(run_id)
+        if actor is not None:
+            actor.cancel()
+        if updated is None:
+            if await self.store.get_run(run_id) is None:
+                raise RunNotFound(run_id)
+            return False
+        return True
+
+    async def _info(self, record: RunRecord) -> RunInfo:
+        journal = await self.store.load_journal(record.id)
+        checkpoints = []
+        for e in journal:
+            meta = loads_plain(e.metadata) or {}
+            errors = meta.pop("errors", [])
+            checkpoints.append(
+                CheckpointInfo(
+                    position=e.position,
+                    name=e.name,
+                    kind=e.kind,
+                    status=e.status,
+                    attempts=e.attempts,
+                    started_at=_utc(e.started_at),
+                    duration_s=e.duration_s,
+                    metadata=meta,
+                    errors=errors,
+                    artifact=e.ref,
+                )
+            )
+        error_info = loads_plain(record.error_info) or {}
+        return RunInfo(
+            id=record.id,
+            flow=record.flow,
+            status=RunStatus(record.status),
+            created_at=_utc(record.created_at),
+            updated_at=_utc(record.updated_at),
+            input=json.loads(record.input) if record.input else None,
+            output=await self._output(record) if record.status == "completed" else None,
+            error=record.error,
+            error_type=error_info.get("type"),
+            traceback=error_info.get("traceback"),
+            checkpoints=checkpoints,
+            usage=Usage(
+                input_tokens=record.input_tokens,
+                output_tokens=record.output_tokens,
+                cost_usd=record.cost_usd,
+            ),
+            replay_of=record.replay_of,
+            parent_id=record.parent_id,
+            owner=record.owner,
+        )
+
+
+def runtime(
+    *,
+    store: str | None = None,
+    artifacts: str | None = None,
+    flows: Sequence[Flow[Any, Any]] = (),
+    **settings: Any,
+) -> Runtime:
+    """Create a runtime; use it as ``async with kitaru.runtime() as rt:``.
+
+    Args:
+        store: run store URL (default ``KITARU_STORE``, else
+            ``sqlite:///.kitaru/kitaru.db``).
+        artifacts: artifact store folder or fsspec URL (default
+            ``KITARU_ARTIFACTS``, else ``.kitaru/artifacts``).
+        flows: flows this runtime hosts from the start; their unfinished runs
+            whose owner is gone are resumed when the runtime opens.
+        **settings: any other :class:`kitaru.RuntimeConfig` field.
+
+    Raises:
+        kitaru.ConfigurationError: an unknown setting or invalid value.
+    """
+    config = resolve_config(store=store, artifacts=artifacts, **settings)
+    return Runtime(config, flows)

@@ -1,0 +1,103 @@
+"""The supervisor: starts flow actors, bounds them, restarts them, records failures.
+
+A flow's own exception is the flow's business: the run becomes ``failed`` with
+the error stored. An infrastructure failure (the store went away) is not: the
+run is restarted from its journal after a backoff, at most ``max_restarts``
+times per ``restart_window`` seconds; past that it is left for recovery (its
+lease lapses, so this or another worker resumes it once the store is back).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ._flow_actor import FlowActor, Infra, Outcome
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+    from .._flow import Flow
+    from .._runtime import Runtime
+    from ..storage.base import RunRecord
+    from ._directory import Directory
+
+__all__ = ("Supervisor",)
+
+log = logging.getLogger("kitaru.supervisor")
+
+
+class Supervisor:
+    """Owns the flow actors of one runtime."""
+
+    def __init__(self, runtime: Runtime, task_group: TaskGroup, directory: Directory) -> None:
+        self._runtime = runtime
+        self._tg = task_group
+        self._directory = directory
+        config = runtime.config
+        self._slots = anyio.Semaphore(config.max_live_runs)
+        self._max_restarts = config.max_restarts
+        self._window = config.restart_window
+        self._backoff = config.restart_backoff
+        #: How many restarts happened for infrastructure failures (metrics, tests).
+        self.restarts = 0
+
+    def activate(
+        self,
+        record: RunRecord,
+        flow: Flow[Any, Any],
+        live_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+    ) -> FlowActor:
+        """Host ``record``'s run here unless it already is; return its actor."""
+        live = self._directory.live
+        actor = live.get(record.id)
+        if actor is None:
+            actor = FlowActor(self._runtime, record, flow, live_args)
+            live[record.id] = actor
+            self._tg.start_soon(self._supervise, actor, name=f"kitaru run {record.id}")
+        return actor
+
+    async def _supervise(self, actor: FlowActor) -> None:
+        restarts: deque[float] = deque()
+        outcome: Outcome | None = None
+        try:
+            while True:
+                async with self._slots:
+                    outcome = await actor.execute()
+                if not isinstance(outcome, Infra):
+                    break
+                now = time.monotonic()
+                while restarts and now - restarts[0] > self._window:
+                    restarts.popleft()
+                if len(restarts) >= self._max_restarts:
+                    log.error(
+                        "run %s: giving up after %d restarts in %.0f s; last error: %s. "
+                        "Its lease will lapse and the run is resumed once the store "
+                        "works again (or by another worker).",
+                        actor.run_id,
+                        len(restarts),
+                        self._window,
+                        outcome.error,
+                    )
+                    outcome = None
+                    break
+                restarts.append(now)
+                self.restarts += 1
+                delay = self._backoff * 2 ** (len(restarts) - 1)
+                log.warning(
+                    "run %s: infrastructure failure (%s); restarting from its journal in %.2f s",
+                    actor.run_id,
+                    outcome.error,
+                    delay,
+                )
+                await anyio.sleep(delay)
+        finally:
+            actor.outcome = outcome
+            live = self._directory.live
+            if live.get(actor.run_id) is actor:
+                del live[actor.run_id]
+            actor.done.set()

@@ -1,0 +1,219 @@
+"""The storage contract: the run store Protocol and the records it moves.
+
+Records are frozen, slotted dataclasses rather than pydantic models: they sit on
+the hot path of every checkpoint, and the public pydantic records
+(``kitaru.RunInfo`` and friends) are built from them only when someone asks.
+
+Values are stored as JSON bytes (``value``) or, above the inline threshold, as
+a content-addressed reference into the artifact store (``ref``); the store
+itself never interprets either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+__all__ = (
+    "ACTIVE_STATUSES",
+    "TERMINAL_STATUSES",
+    "ArtifactStore",
+    "JournalEntry",
+    "RunPatch",
+    "RunRecord",
+    "RunStore",
+)
+
+#: Statuses of a run that still has work to do (it can be claimed and resumed).
+ACTIVE_STATUSES = ("running", "waiting", "sleeping")
+#: Statuses a run never leaves on its own.
+TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One row of the runs table."""
+
+    id: str
+    flow: str
+    status: str
+    created_at: float
+    updated_at: float
+    input: bytes | None = None
+    output: bytes | None = None
+    output_ref: str | None = None
+    error: str | None = None
+    #: JSON: {"type": dotted class name, "message": str, "traceback": str}
+    error_info: bytes | None = None
+    owner: str | None = None
+    lease_until: float | None = None
+    replay_of: str | None = None
+    parent_id: str | None = None
+    #: JSON of the pending wait (topic, question, schema, deadline), if any.
+    wait: bytes | None = None
+    #: Next time the timer service must look at this run (sleep end, wait timeout).
+    wake_at: float | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float | None = None
+    #: JSON object set by ``kitaru.log`` outside a checkpoint.
+    metadata: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    """One durable call of a run, recorded once it finished."""
+
+    run_id: str
+    position: int
+    name: str
+    kind: str
+    status: str
+    attempts: int
+    started_at: float
+    duration_s: float | None
+    value: bytes | None = None
+    ref: str | None = None
+    #: JSON: {"type", "message", "traceback", "attempts": [{"type", "message"}...]}
+    error: bytes | None = None
+    #: JSON object of ``kitaru.log`` metadata and usage.
+    metadata: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunPatch:
+    """A change to one run, applied only if the run's status is in ``expect``.
+
+    Fields left as ``None`` are not changed; ``release`` clears the owner and
+    lease so another worker may claim the run at once.
+    """
+
+    run_id: str
+    updated_at: float
+    status: str | None = None
+    output: bytes | None = None
+    output_ref: str | None = None
+    error: str | None = None
+    error_info: bytes | None = None
+    release: bool = False
+    expect: tuple[str, ...] = ACTIVE_STATUSES
+
+
+@runtime_checkable
+class RunStore(Protocol):
+    """Durable home of runs and their journals.
+
+    Every method is a coroutine; every mutation is atomic and durable when it
+    returns. Backends translate their driver's errors into
+    :class:`kitaru.StorageError` (with the URL's password redacted).
+    """
+
+    url: str
+
+    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
+        """Insert ``run`` unless a run with its id exists.
+
+        Returns the stored record and whether it was created by this call.
+        """
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """Return the run, or ``None`` if there is no such run."""
+        ...
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        flow: str | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """Runs matching the filters, newest first."""
+        ...
+
+    async def load_journal(self, run_id: str) -> list[JournalEntry]:
+        """The run's journal ordered by position."""
+        ...
+
+    async def record(
+        self, entries: Sequence[JournalEntry], patch: RunPatch | None = None
+    ) -> bool:
+        """Atomically write journal entries and optionally patch their run.
+
+        An entry never replaces a ``completed`` entry at the same position (a
+        committed result is final). Returns ``False`` (and writes nothing) when
+        ``patch`` is given and the run's status is not in ``patch.expect``.
+        """
+        ...
+
+    async def update_run(self, patch: RunPatch) -> RunRecord | None:
+        """Apply ``patch`` if the run's status is in ``patch.expect``.
+
+        Returns the updated record, or ``None`` if the run does not exist or
+        its status did not match.
+        """
+        ...
+
+    async def claim(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        now: float,
+        lease_until: float,
+        dead_owners: Sequence[str] = (),
+    ) -> RunRecord | None:
+        """Take the lease of an active run that nobody live holds.
+
+        A run can be claimed when it is active and its owner is empty, is
+        ``owner`` already, is in ``dead_owners`` or its lease expired before
+        ``now``. Returns the claimed record, else ``None``.
+        """
+        ...
+
+    async def orphans(
+        self,
+        flows: Sequence[str],
+        *,
+        now: float,
+        dead_owners: Sequence[str] = (),
+        limit: int = 1000,
+    ) -> list[str]:
+        """Ids of active runs of ``flows`` that could be claimed right now."""
+        ...
+
+    async def owners(self) -> list[str]:
+        """Distinct owners currently holding the lease of an active run."""
+        ...
+
+    async def renew_leases(self, owner: str, lease_until: float) -> int:
+        """Extend every lease ``owner`` holds; returns how many."""
+        ...
+
+    async def release(self, owner: str, run_ids: Sequence[str] | None = None) -> None:
+        """Give up ``owner``'s leases (all of them when ``run_ids`` is ``None``)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections; the store cannot be used afterwards."""
+        ...
+
+
+@runtime_checkable
+class ArtifactStore(Protocol):
+    """Content-addressed blobs: large checkpoint values and saved artifacts."""
+
+    url: str
+
+    async def put(self, data: bytes) -> str:
+        """Store ``data`` and return its reference (stable for equal content)."""
+        ...
+
+    async def get(self, ref: str) -> bytes:
+        """Return the bytes stored under ``ref``."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release the filesystem."""
+        ...

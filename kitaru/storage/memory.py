@@ -1,0 +1,213 @@
+"""In-process run store: the whole contract in dictionaries.
+
+A real backend, not a mock: it passes the same contract suite as SQLite. It is
+the fastest way to run flows in tests and measures the runtime's own overhead.
+``memory://`` gives a private store; ``memory://NAME`` shares one store between
+runtimes of this process for the life of the process (so a test can "restart"
+on the same data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from .._errors import StorageError
+from .base import ACTIVE_STATUSES, JournalEntry, RunPatch, RunRecord
+
+__all__ = ("MemoryStore",)
+
+# Named stores live as long as the process, like a database server would.
+_named: dict[str, _MemoryData] = {}
+
+
+class _MemoryData:
+    __slots__ = ("journals", "runs")
+
+    def __init__(self) -> None:
+        self.runs: dict[str, RunRecord] = {}
+        self.journals: dict[str, dict[int, JournalEntry]] = {}
+
+
+class MemoryStore:
+    """Run store kept in this process's memory."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        name = url.partition("://")[2].strip("/")
+        if name:
+            data = _named.get(name)
+            if data is None:
+                data = _MemoryData()
+                _named[name] = data
+        else:
+            data = _MemoryData()
+        self._data = data
+        self._closed = False
+
+    async def __aenter__(self) -> MemoryStore:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _check(self) -> _MemoryData:
+        if self._closed:
+            raise StorageError(f"store {self.url} is closed")
+        return self._data
+
+    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
+        """Insert ``run`` unless one with its id exists."""
+        data = self._check()
+        existing = data.runs.get(run.id)
+        if existing is not None:
+            return existing, False
+        data.runs[run.id] = run
+        data.journals[run.id] = {}
+        return run, True
+
+    async def get_run(self, run_id: str) -> RunRecord | None:
+        """Return the run or ``None``."""
+        return self._check().runs.get(run_id)
+
+    async def list_runs(
+        self,
+        *,
+        status: str | None = None,
+        flow: str | None = None,
+        limit: int = 100,
+    ) -> list[RunRecord]:
+        """Runs matching the filters, newest first."""
+        runs = [
+            r
+            for r in self._check().runs.values()
+            if (status is None or r.status == status) and (flow is None or r.flow == flow)
+        ]
+        runs.sort(key=lambda r: (r.created_at, r.id), reverse=True)
+        return runs[:limit]
+
+    async def load_journal(self, run_id: str) -> list[JournalEntry]:
+        """The run's journal ordered by position."""
+        journal = self._check().journals.get(run_id, {})
+        return [journal[p] for p in sorted(journal)]
+
+    async def record(
+        self, entries: Sequence[JournalEntry], patch: RunPatch | None = None
+    ) -> bool:
+        """Write entries (never over a completed one) and apply ``patch``."""
+        data = self._check()
+        if patch is not None:
+            run = data.runs.get(patch.run_id)
+            if run is None or run.status not in patch.expect:
+                return False
+        for entry in entries:
+            journal = data.journals.get(entry.run_id)
+            if journal is None:
+                raise StorageError(f"cannot record a journal entry for unknown run {entry.run_id}")
+            old = journal.get(entry.position)
+            if old is None or old.status != "completed":
+                journal[entry.position] = entry
+        if patch is not None:
+            data.runs[patch.run_id] = _apply(data.runs[patch.run_id], patch)
+        return True
+
+    async def update_run(self, patch: RunPatch) -> RunRecord | None:
+        """Apply ``patch`` when the run's status matches."""
+        data = self._check()
+        run = data.runs.get(patch.run_id)
+        if run is None or run.status not in patch.expect:
+            return None
+        new = _apply(run, patch)
+        data.runs[patch.run_id] = new
+        return new
+
+    async def claim(
+        self,
+        run_id: str,
+        owner: str,
+        *,
+        now: float,
+        lease_until: float,
+        dead_owners: Sequence[str] = (),
+    ) -> RunRecord | None:
+        """Take the lease of an active run nobody live holds."""
+        data = self._check()
+        run = data.runs.get(run_id)
+        if run is None or not _claimable(run, owner, now, dead_owners):
+            return None
+        new = dataclasses.replace(run, owner=owner, lease_until=lease_until)
+        data.runs[run_id] = new
+        return new
+
+    async def orphans(
+        self,
+        flows: Sequence[str],
+        *,
+        now: float,
+        dead_owners: Sequence[str] = (),
+        limit: int = 1000,
+    ) -> list[str]:
+        """Active runs of ``flows`` that could be claimed now."""
+        wanted = set(flows)
+        found = [
+            r.id
+            for r in self._check().runs.values()
+            if r.flow in wanted and _claimable(r, None, now, dead_owners)
+        ]
+        return found[:limit]
+
+    async def owners(self) -> list[str]:
+        """Owners holding a lease on an active run."""
+        return sorted(
+            {
+                r.owner
+                for r in self._check().runs.values()
+                if r.owner is not None and r.status in ACTIVE_STATUSES
+            }
+        )
+
+    async def renew_leases(self, owner: str, lease_until: float) -> int:
+        """Extend every lease of ``owner``."""
+        data = self._check()
+        count = 0
+        for run_id, run in list(data.runs.items()):
+            if run.owner == owner:
+                data.runs[run_id] = dataclasses.replace(run, lease_until=lease_until)
+                count += 1
+        return count
+
+    async def release(self, owner: str, run_ids: Sequence[str] | None = None) -> None:
+        """Drop ``owner``'s leases."""
+        data = self._check()
+        targets = data.runs.keys() if run_ids is None else run_ids
+        for run_id in list(targets):
+            run = data.runs.get(run_id)
+            if run is not None and run.owner == owner:
+                data.runs[run_id] = dataclasses.replace(run, owner=None, lease_until=None)
+
+    async def aclose(self) -> None:
+        """Close this handle; a named store's data stays for the next handle."""
+        self._closed = True
+
+
+def _claimable(run: RunRecord, owner: str | None, now: float, dead: Sequence[str]) -> bool:
+    if run.status not in ACTIVE_STATUSES:
+        return False
+    return (
+        run.owner is None
+        or run.owner == owner
+        or run.owner in dead
+        or (run.lease_until is not None and run.lease_until < now)
+    )
+
+
+def _apply(run: RunRecord, patch: RunPatch) -> RunRecord:
+    changes: dict[str, object] = {"updated_at": patch.updated_at}
+    for name in ("status", "output", "output_ref", "error", "error_info"):
+        value = getattr(patch, name)
+        if value is not None:
+            changes[name] = value
+    if patch.release:
+        changes["owner"] = None
+        changes["lease_until"] = None
+    return dataclasses.replace(run, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,99 @@
+"""Typed serialisation: values become JSON through pydantic, typed by annotations.
+
+A checkpoint's return annotation (a flow's parameter annotations) decides how a
+value is written and how it is read back, so a replayed checkpoint returns the
+same type the live one did: ``tuple[int, str]``, dataclasses, pydantic models,
+TypedDicts, ``datetime``, ``UUID`` and ``bytes`` (base64) all round-trip.
+
+Pickle is never used: it would let whoever can write the database run code in
+every worker.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ConfigDict, PydanticUserError, TypeAdapter
+from pydantic_core import PydanticSerializationError
+
+from .._errors import SerializationError
+
+__all__ = ("Codec", "codec_for", "describe_type")
+
+# bytes as base64 so arbitrary binary survives JSON; models and dataclasses
+# bring their own config, which pydantic refuses to override (handled below).
+_CONFIG = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+
+
+class Codec:
+    """Encoder/decoder for one annotation."""
+
+    __slots__ = ("_adapter", "annotation", "is_any")
+
+    def __init__(self, annotation: Any) -> None:
+        self.annotation = annotation
+        self.is_any = annotation is Any
+        try:
+            self._adapter: TypeAdapter[Any] = TypeAdapter(annotation, config=_CONFIG)
+        except PydanticUserError:
+            self._adapter = TypeAdapter(annotation)
+
+    def dump(self, value: Any, *, what: str) -> bytes:
+        """Encode ``value`` as JSON bytes; ``what`` names it in errors."""
+        try:
+            return self._adapter.dump_json(value, warnings="error")
+        except (PydanticSerializationError, TypeError, ValueError) as exc:
+            raise SerializationError(
+                f"{what} produced a value of type {type(value).__qualname__} that cannot "
+                f"be stored as {describe_type(self.annotation)}: {exc}. Return a value "
+                "pydantic can serialise (str, numbers, lists, dicts, dataclasses, pydantic "
+                "models, ...) and annotate the function with its type."
+            ) from exc
+
+    def load(self, data: bytes | str, *, what: str) -> Any:
+        """Decode JSON written by :meth:`dump` back into the annotated type."""
+        try:
+            return self._adapter.validate_json(data)
+        except ValueError as exc:
+            raise SerializationError(
+                f"{what}: the stored value no longer fits {describe_type(self.annotation)} "
+                f"({exc}). The annotation changed since the value was recorded; restore "
+                "it, or replay the run from a checkpoint before this one."
+            ) from exc
+
+    def json_schema(self) -> dict[str, Any]:
+        """JSON Schema of the annotation (for waits and the HTTP API)."""
+        schema: dict[str, Any] = self._adapter.json_schema()
+        return schema
+
+
+_cache: dict[Any, Codec] = {}
+
+
+def codec_for(annotation: Any) -> Codec:
+    """Return the (cached) codec of ``annotation``; ``Any`` when it is missing."""
+    try:
+        codec = _cache.get(annotation)
+    except TypeError:  # unhashable annotation: build it every time
+        return Codec(annotation)
+    if codec is None:
+        codec = _cache[annotation] = Codec(annotation)
+    return codec
+
+
+def describe_type(annotation: Any) -> str:
+    """Human name of an annotation for error messages."""
+    if isinstance(annotation, type):
+        return annotation.__qualname__
+    return repr(annotation).replace("typing.", "")
+
+
+def dumps_plain(value: Any) -> bytes:
+    """Compact JSON of plain data (metadata, error records)."""
+    return json.dumps(value, separators=(",", ":"), default=str).encode()
+
+
+def loads_plain(data: bytes | str | None) -> Any:
+    """Inverse of :func:`dumps_plain`; ``None`` stays ``None``."""
+    return None if data is None else json.loads(data)
