@@ -50,7 +50,7 @@ class Backoff:
         """Seconds to wait before retry number ``retry`` (1-based)."""
         base = min(self.max, self.initial * self.factor ** (retry - 1))
         if self.jitter:
-            base *= 1 + random.uniform(-self.jitter, self.jitter)  # noqa: S311 - not crypto
+            base *= 1 + random.uniform(-self.jitter, self.jitter)
         return max(0.0, base)
 
 
@@ -119,7 +119,10 @@ class Checkpoint(Generic[P, R]):
         codec = self._codec
         if codec is None:
             what = f"checkpoint {self.name!r}"
-            codec = self._codec = codec_for(_return_annotation(self.fn, what))
+            try:
+                codec = self._codec = codec_for(_return_annotation(self.fn, what))
+            except SerializationError as exc:
+                raise SerializationError(f"{what}: {exc}") from exc
         return codec
 
     def __get__(self, obj: Any, objtype: Any = None) -> Any:
@@ -137,9 +140,7 @@ class Checkpoint(Generic[P, R]):
             return anyio.from_thread.run(self._durable, frame.execution, position, args, kwargs)
         return self._durable(frame.execution, position, args, kwargs)
 
-    async def _durable(
-        self, execution: Execution, position: int, args: Any, kwargs: Any
-    ) -> Any:
+    async def _durable(self, execution: Execution, position: int, args: Any, kwargs: Any) -> Any:
         entry = execution.recorded(position, self.name, "checkpoint")
         what = f"checkpoint {self.name!r} (run {execution.run_id}, position {position})"
         if entry is not None:
@@ -181,11 +182,9 @@ class Checkpoint(Generic[P, R]):
                 metadata=metadata,
             )
         )
-        if self.codec.is_any:
-            # Unannotated: hand back what a replay would, so live and replayed
-            # executions see the same value.
-            return self.codec.load(data, what=what)
-        return result
+        # Hand back what a replay would return, so live and replayed executions
+        # see the same value (a tuple under ``list[Any]`` comes back a list).
+        return self.codec.load(data, what=what)
 
     async def _attempt(self, frame: CheckpointFrame, args: Any, kwargs: Any) -> Any:
         token = frame_var.set(frame)

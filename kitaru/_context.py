@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ._errors import NotInFlow
 
 if TYPE_CHECKING:
-    from .actors._flow_actor import Execution
     from ._runtime import Runtime
+    from ._execution import Execution
 
 __all__ = ("CheckpointFrame", "FlowFrame", "current_flow", "current_runtime", "require_flow")
 
@@ -44,9 +44,7 @@ class CheckpointFrame:
     metadata: dict[str, Any] = field(default_factory=dict)
 
 
-frame_var: ContextVar[FlowFrame | CheckpointFrame | None] = ContextVar(
-    "kitaru_frame", default=None
-)
+frame_var: ContextVar[FlowFrame | CheckpointFrame | None] = ContextVar("kitaru_frame", default=None)
 runtime_var: ContextVar[Runtime | None] = ContextVar("kitaru_runtime", default=None)
 
 

@@ -155,6 +155,6 @@ def rebuild_error(name: str, data: bytes | None) -> Exception:
                 exc = obj(*args)
                 if str(exc) == message:
                     return exc
-        except Exception:  # noqa: BLE001 - any failure means "cannot rebuild"
+        except Exception:
             pass
     return CheckpointFailed(name, type_name, message)

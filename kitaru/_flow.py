@@ -119,7 +119,9 @@ class Flow(Generic[P, R]):
 
     # -- calling -----------------------------------------------------------
     @overload
-    def __call__(self: Flow[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs) -> Coroutine[Any, Any, R]: ...  # noqa: E501
+    def __call__(
+        self: Flow[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
+    ) -> Coroutine[Any, Any, R]: ...  # noqa: E501
 
     @overload
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...
@@ -174,9 +176,7 @@ class Flow(Generic[P, R]):
         started = time.time()
         child_id = f"{execution.run_id}.{position}"
         runtime = execution.runtime
-        handle = await runtime._start(
-            self, args, kwargs, run_id=child_id, parent=execution.run_id
-        )
+        handle = await runtime._start(self, args, kwargs, run_id=child_id, parent=execution.run_id)
         try:
             result = await handle.result()
         except FlowFailed as exc:
@@ -184,7 +184,11 @@ class Flow(Generic[P, R]):
             error.update(run_id=exc.run_id, message=exc.error)
             await execution.commit(
                 execution.entry(
-                    position, self.name, "flow", started_at=started, error=error,
+                    position,
+                    self.name,
+                    "flow",
+                    started_at=started,
+                    error=error,
                     metadata={"run_id": child_id},
                 )
             )
@@ -193,7 +197,12 @@ class Flow(Generic[P, R]):
         value, ref = await execution.store_value(data)
         await execution.commit(
             execution.entry(
-                position, self.name, "flow", started_at=started, value=value, ref=ref,
+                position,
+                self.name,
+                "flow",
+                started_at=started,
+                value=value,
+                ref=ref,
                 metadata={"run_id": child_id},
             )
         )

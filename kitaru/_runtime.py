@@ -35,8 +35,8 @@ from .actors._directory import Directory
 from .actors._flow_actor import Cancelled, Completed, Failed
 from .actors._supervisor import Supervisor
 from .actors._timers import lease_service
-from .storage._registry import open_store
 from .storage._lazy import LazyArtifacts
+from .storage._registry import open_store
 from .storage.base import ACTIVE_STATUSES, RunPatch, RunRecord, RunStore
 from .storage.serde import loads_plain
 
@@ -105,7 +105,8 @@ class Runtime:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool | None:
-        assert self._tg is not None and self._store is not None
+        assert self._tg is not None
+        assert self._store is not None
         self._state = _State.CLOSED
         try:
             runtime_var.reset(self._token)
@@ -118,7 +119,7 @@ class Runtime:
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 try:
                     await self._store.release(self.owner)
-                except Exception as err:  # noqa: BLE001 - leases lapse on their own
+                except Exception as err:
                     log.warning("could not release leases on close: %s", err)
                 await self._store.aclose()
                 await self._artifacts.aclose()
@@ -281,11 +282,14 @@ class Runtime:
         """
         self._check_open()
         delay = 0.02
+        assert self._supervisor is not None
         while True:
             actor = self._directory.live.get(run_id)
-            if actor is not None:
-                await actor.done.wait()
-                outcome = actor.outcome
+            outcome = self._supervisor.recent.get(run_id)
+            if actor is not None or outcome is not None:
+                if actor is not None:
+                    await actor.done.wait()
+                    outcome = actor.outcome
                 if isinstance(outcome, Completed):
                     return outcome.value
                 if isinstance(outcome, Failed):

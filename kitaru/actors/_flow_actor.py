@@ -173,7 +173,9 @@ class FlowActor:
         )
         if not await rt.store.record((), patch):
             return Cancelled()
-        return Completed(result)
+        # What a reader of the stored output gets, so callers in this process
+        # and in others see the same value.
+        return Completed(self.flow.output_codec.load(data, what=f"flow {self.flow.name!r}"))
 
     async def _fail(self, exc: BaseException) -> Outcome:
         patch = RunPatch(

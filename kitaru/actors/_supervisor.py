@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ("Supervisor",)
 
 log = logging.getLogger("kitaru.supervisor")
+_RECENT = 1024
 
 
 class Supervisor:
@@ -45,6 +46,10 @@ class Supervisor:
         self._backoff = config.restart_backoff
         #: How many restarts happened for infrastructure failures (metrics, tests).
         self.restarts = 0
+        #: Outcomes of runs that finished here lately, so a caller that awaits a
+        #: result just after the run ended still gets the live value or the
+        #: original exception (bounded: older ones are read from the store).
+        self.recent: OrderedDict[str, Outcome] = OrderedDict()
 
     def activate(
         self,
@@ -97,6 +102,10 @@ class Supervisor:
                 await anyio.sleep(delay)
         finally:
             actor.outcome = outcome
+            if outcome is not None:
+                self.recent[actor.run_id] = outcome
+                if len(self.recent) > _RECENT:
+                    self.recent.popitem(last=False)
             live = self._directory.live
             if live.get(actor.run_id) is actor:
                 del live[actor.run_id]

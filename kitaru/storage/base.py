@@ -136,9 +136,7 @@ class RunStore(Protocol):
         """The run's journal ordered by position."""
         ...
 
-    async def record(
-        self, entries: Sequence[JournalEntry], patch: RunPatch | None = None
-    ) -> bool:
+    async def record(self, entries: Sequence[JournalEntry], patch: RunPatch | None = None) -> bool:
         """Atomically write journal entries and optionally patch their run.
 
         An entry never replaces a ``completed`` entry at the same position (a

@@ -91,9 +91,7 @@ class MemoryStore:
         journal = self._check().journals.get(run_id, {})
         return [journal[p] for p in sorted(journal)]
 
-    async def record(
-        self, entries: Sequence[JournalEntry], patch: RunPatch | None = None
-    ) -> bool:
+    async def record(self, entries: Sequence[JournalEntry], patch: RunPatch | None = None) -> bool:
         """Write entries (never over a completed one) and apply ``patch``."""
         data = self._check()
         if patch is not None:

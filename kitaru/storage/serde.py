@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from pydantic import ConfigDict, PydanticUserError, TypeAdapter
+from pydantic import ConfigDict, PydanticSchemaGenerationError, PydanticUserError, TypeAdapter
 from pydantic_core import PydanticSerializationError
 
 from .._errors import SerializationError
@@ -35,9 +35,16 @@ class Codec:
         self.annotation = annotation
         self.is_any = annotation is Any
         try:
-            self._adapter: TypeAdapter[Any] = TypeAdapter(annotation, config=_CONFIG)
-        except PydanticUserError:
-            self._adapter = TypeAdapter(annotation)
+            try:
+                self._adapter: TypeAdapter[Any] = TypeAdapter(annotation, config=_CONFIG)
+            except PydanticUserError as exc:
+                if exc.code != "type-adapter-config-unused":
+                    raise
+                self._adapter = TypeAdapter(annotation)
+        except (PydanticUserError, PydanticSchemaGenerationError) as exc:
+            raise SerializationError(
+                f"values of type {describe_type(annotation)} cannot be stored: {exc}"
+            ) from exc
 
     def dump(self, value: Any, *, what: str) -> bytes:
         """Encode ``value`` as JSON bytes; ``what`` names it in errors."""

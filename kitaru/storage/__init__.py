@@ -1,0 +1,27 @@
+"""Where runs, journals and artifacts live, chosen by URL.
+
+``open_store("sqlite:///kitaru.db")`` picks the backend from the URL's scheme
+(importing it only then) and opens it. Backend authors implement the
+:class:`RunStore` Protocol and call :func:`register_store`.
+"""
+
+from ._registry import open_store as open_store
+from ._registry import register_store as register_store
+from .base import ArtifactStore as ArtifactStore
+from .base import JournalEntry as JournalEntry
+from .base import RunPatch as RunPatch
+from .base import RunRecord as RunRecord
+from .base import RunStore as RunStore
+
+# --- artifacts: `open_artifacts` (the artifact store opener) is added here. ---
+
+__all__ = (
+    "ArtifactStore",
+    "JournalEntry",
+    "RunPatch",
+    "RunRecord",
+    "RunStore",
+    "open_store",
+    "register_store",
+    # --- artifacts: add "open_artifacts" here. ---
+)
