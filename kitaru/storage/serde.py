@@ -52,10 +52,10 @@ class Codec:
             return self._adapter.dump_json(value, warnings="error")
         except (PydanticSerializationError, TypeError, ValueError) as exc:
             raise SerializationError(
-                f"{what} produced a value of type {type(value).__qualname__} that cannot "
-                f"be stored as {describe_type(self.annotation)}: {exc}. Return a value "
-                "pydantic can serialise (str, numbers, lists, dicts, dataclasses, pydantic "
-                "models, ...) and annotate the function with its type."
+                f"{what}: a value of type {type(value).__qualname__} cannot be stored as "
+                f"{describe_type(self.annotation)} ({_first_line(exc)}). Use values pydantic "
+                "can serialise (str, numbers, lists, dicts, dataclasses, pydantic models, ...) "
+                "that match the annotation."
             ) from exc
 
     def load(self, data: bytes | str, *, what: str) -> Any:
@@ -87,6 +87,11 @@ def codec_for(annotation: Any) -> Codec:
     if codec is None:
         codec = _cache[annotation] = Codec(annotation)
     return codec
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def describe_type(annotation: Any) -> str:
