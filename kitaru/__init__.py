@@ -23,6 +23,7 @@ from ._errors import InvalidMessage as InvalidMessage
 from ._errors import KitaruError as KitaruError
 from ._errors import NonDeterminismError as NonDeterminismError
 from ._errors import NotInFlow as NotInFlow
+from ._errors import RunFinished as RunFinished
 from ._errors import RunNotFound as RunNotFound
 from ._errors import RuntimeStateError as RuntimeStateError
 from ._errors import SchemaVersionError as SchemaVersionError
@@ -31,6 +32,12 @@ from ._errors import StorageError as StorageError
 from ._errors import WaitTimeout as WaitTimeout
 from ._flow import Flow as Flow
 from ._flow import flow as flow
+from ._primitives import Message as Message
+from ._primitives import continue_as_new as continue_as_new
+from ._primitives import receive as receive
+from ._primitives import send as send
+from ._primitives import sleep as sleep
+from ._primitives import wait as wait
 from ._runtime import Runtime as Runtime
 from ._runtime import runtime as runtime
 from ._types import CheckpointInfo as CheckpointInfo
@@ -54,8 +61,10 @@ __all__ = (
     "InvalidMessage",
     "KitaruError",
     "NonDeterminismError",
+    "Message",
     "NotInFlow",
     "RunHandle",
+    "RunFinished",
     "RunInfo",
     "RunNotFound",
     "RunStatus",
@@ -71,8 +80,13 @@ __all__ = (
     "__version__",
     "checkpoint",
     "configure",
+    "continue_as_new",
     "flow",
+    "receive",
     "runtime",
+    "send",
+    "sleep",
+    "wait",
 )
 
 # Tracebacks and reprs say kitaru.FlowFailed, not kitaru._errors.FlowFailed.

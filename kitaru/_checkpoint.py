@@ -154,7 +154,11 @@ class Checkpoint(Generic[P, R]):
         while True:
             attempt += 1
             try:
-                result = await self._attempt(frame, args, kwargs)
+                execution.busy += 1
+                try:
+                    result = await self._attempt(frame, args, kwargs)
+                finally:
+                    execution.busy -= 1
                 data = self.codec.dump(result, what=what)
                 break
             except SerializationError as exc:

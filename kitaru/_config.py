@@ -42,6 +42,12 @@ class RuntimeConfig(BaseModel):
     restart_backoff: float = Field(default=0.1, ge=0)
     #: Worker threads for sync flow bodies (sync checkpoints use anyio's default pool).
     sync_flow_threads: int = Field(default=64, ge=1)
+    #: Seconds a suspended flow stays in memory before it is evicted (0: at once).
+    idle_grace: float = Field(default=2.0, ge=0)
+    #: Most suspended flows kept in memory; beyond it the least recently active goes.
+    max_resident: int = Field(default=1000, ge=0)
+    #: Seconds between checks for messages written by other processes.
+    poll_interval: float = Field(default=0.1, gt=0)
 
 
 _FIELDS = frozenset(RuntimeConfig.model_fields)

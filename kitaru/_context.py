@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from ._errors import NotInFlow
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
     from ._execution import Execution
+    from ._runtime import Runtime
 
 __all__ = ("CheckpointFrame", "FlowFrame", "current_flow", "current_runtime", "require_flow")
 

@@ -10,6 +10,7 @@ Every error names the thing that went wrong and what to do about it. The tree::
     ├── SerializationError    a value does not fit its annotation / cannot be stored
     ├── InvalidMessage        a message does not fit the pending wait's schema
     ├── RunNotFound           no run with that id in the store
+    ├── RunFinished           a message was sent to a run that has finished
     ├── BudgetExceeded        a run spent its token or cost budget
     ├── CheckpointFailed      a checkpoint that failed earlier, replayed from the journal
     ├── NotInFlow             a durable primitive was called outside a flow
@@ -36,6 +37,7 @@ __all__ = (
     "KitaruError",
     "NonDeterminismError",
     "NotInFlow",
+    "RunFinished",
     "RunNotFound",
     "RuntimeStateError",
     "SchemaVersionError",
@@ -152,6 +154,10 @@ class RunNotFound(KitaruError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (RunNotFound, (self.run_id,))
+
+
+class RunFinished(KitaruError):
+    """The run has finished (completed, failed or cancelled) and takes no more messages."""
 
 
 class BudgetExceeded(KitaruError):

@@ -15,11 +15,12 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from ._errors import CheckpointFailed, NonDeterminismError, RuntimeStateError
-from .storage.base import JournalEntry
+from .storage.base import JournalEntry, RunPatch
 from .storage.serde import Codec, dumps_plain, loads_plain
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
+    from .actors._flow_actor import FlowActor
 
 __all__ = ("Execution", "error_record", "rebuild_error")
 
@@ -27,22 +28,53 @@ __all__ = ("Execution", "error_record", "rebuild_error")
 class Execution:
     """Per-activation state of a run, shared by every durable call it makes."""
 
-    __slots__ = ("closed", "flow_name", "journal", "next_position", "run_id", "runtime")
+    __slots__ = (
+        "actor",
+        "busy",
+        "closed",
+        "evicted",
+        "flow_name",
+        "journal",
+        "next_position",
+        "run_id",
+        "runtime",
+        "suspensions",
+    )
 
     def __init__(
-        self, runtime: Runtime, run_id: str, flow_name: str, journal: dict[int, JournalEntry]
+        self,
+        runtime: Runtime,
+        run_id: str,
+        flow_name: str,
+        journal: dict[int, JournalEntry],
+        *,
+        actor: FlowActor | None = None,
+        suspensions: dict[int, dict[str, Any]] | None = None,
     ) -> None:
         self.runtime = runtime
         self.run_id = run_id
         self.flow_name = flow_name
         self.journal = journal
+        self.actor = actor
         self.next_position = 0
         #: Set when the activation ended; a stray call (e.g. from an abandoned
         #: sync-flow thread) must not write into the run any more.
         self.closed = False
+        #: Set when the activation was evicted (idle); see ``actors._mailbox``.
+        self.evicted = False
+        #: Checkpoint bodies running right now: a flow is only evicted when every
+        #: durable call in flight is a wait or a sleep.
+        self.busy = 0
+        #: Pending waits and sleeps by position, as stored on the run row.
+        self.suspensions: dict[int, dict[str, Any]] = suspensions or {}
 
     def take_position(self) -> int:
         """Reserve the next journal position (at call time, not at await time)."""
+        if self.evicted:
+            # User code swallowed the eviction signal and carried on.
+            from .actors._mailbox import Evicted
+
+            raise Evicted
         if self.closed:
             raise RuntimeStateError(
                 f"run {self.run_id} is no longer active in this runtime (cancelled, "
@@ -78,10 +110,40 @@ class Execution:
             return None, await self.runtime.artifacts().put(data)
         return data, None
 
-    async def commit(self, entry: JournalEntry) -> None:
-        """Make ``entry`` durable; returns only once it is committed."""
-        await self.runtime.store.record((entry,))
+    async def commit(self, entry: JournalEntry, patch: RunPatch | None = None) -> None:
+        """Make ``entry`` (and ``patch`` of the run) durable; returns once committed."""
+        if not await self.runtime.store.record((entry,), patch):
+            self._stop()
         self.journal[entry.position] = entry
+
+    def prior_deadline(self, position: int) -> float | None:
+        """The deadline a suspension at ``position`` recorded before a rehydration."""
+        deadline = self.suspensions.get(position, {}).get("deadline")
+        return None if deadline is None else float(deadline)
+
+    async def suspend(self, position: int, info: dict[str, Any]) -> None:
+        """Record a pending wait or sleep on the run row (visible from outside)."""
+        from .actors._mailbox import suspension_patch
+
+        self.suspensions[position] = info
+        patch = suspension_patch(self.run_id, self.suspensions, self.runtime.clock.now())
+        if await self.runtime.store.update_run(patch) is None:
+            self._stop()
+
+    def resume_patch(self, position: int) -> RunPatch | None:
+        """The run-row change that drops the suspension at ``position`` (if any)."""
+        from .actors._mailbox import suspension_patch
+
+        if self.suspensions.pop(position, None) is None:
+            return None
+        return suspension_patch(self.run_id, self.suspensions, self.runtime.clock.now())
+
+    def _stop(self) -> None:
+        # The run is no longer active (cancelled from elsewhere): unwind quietly.
+        from .actors._mailbox import Evicted
+
+        self.closed = True
+        raise Evicted
 
     def entry(
         self,

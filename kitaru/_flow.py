@@ -121,7 +121,7 @@ class Flow(Generic[P, R]):
     @overload
     def __call__(
         self: Flow[P, Coroutine[Any, Any, R]], *args: P.args, **kwargs: P.kwargs
-    ) -> Coroutine[Any, Any, R]: ...  # noqa: E501
+    ) -> Coroutine[Any, Any, R]: ...
 
     @overload
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> Any: ...

@@ -11,7 +11,6 @@ from __future__ import annotations
 import enum
 import json
 import logging
-import time
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -20,25 +19,29 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from ._clock import Clock, SystemClock
 from ._config import RuntimeConfig, resolve_config
 from ._context import runtime_var
 from ._errors import (
     ConfigurationError,
     FlowCancelled,
     FlowFailed,
+    InvalidMessage,
+    RunFinished,
     RunNotFound,
     RuntimeStateError,
 )
 from ._flow import Flow
-from ._types import CheckpointInfo, RunHandle, RunInfo, RunStatus, Usage
+from ._types import CheckpointInfo, RunHandle, RunInfo, RunStatus, Usage, WaitInfo
 from .actors._directory import Directory
 from .actors._flow_actor import Cancelled, Completed, Failed
+from .actors._mailbox import wait_info
 from .actors._supervisor import Supervisor
-from .actors._timers import lease_service
+from .actors._timers import lease_service, timer_service, wake_service
 from .storage._lazy import LazyArtifacts
 from .storage._registry import open_store
-from .storage.base import ACTIVE_STATUSES, RunPatch, RunRecord, RunStore
-from .storage.serde import loads_plain
+from .storage.base import ACTIVE_STATUSES, Message, RunPatch, RunRecord, RunStore
+from .storage.serde import codec_for, loads_plain
 
 __all__ = ("Runtime", "runtime")
 
@@ -60,7 +63,12 @@ def _utc(ts: float) -> Any:
 class Runtime:
     """Hosts flows; create it with :func:`kitaru.runtime`."""
 
-    def __init__(self, config: RuntimeConfig, flows: Sequence[Flow[Any, Any]] = ()) -> None:
+    def __init__(
+        self,
+        config: RuntimeConfig,
+        flows: Sequence[Flow[Any, Any]] = (),
+        clock: Clock | None = None,
+    ) -> None:
         self.config = config
         self._state = _State.UNOPENED
         self._flows: dict[str, Flow[Any, Any]] = {}
@@ -75,7 +83,10 @@ class Runtime:
         #: Limits worker threads for plain-``def`` flow bodies; separate from
         #: anyio's default pool so sync checkpoints always find a thread.
         self.flow_threads = anyio.CapacityLimiter(config.sync_flow_threads)
-        self.clock = time.time
+        self.clock: Clock = clock or SystemClock()
+        self.log = log
+        #: Set to make the timer service look at the store's deadlines again.
+        self.timer_kick = anyio.Event()
 
     # -- lifecycle ---------------------------------------------------------
     async def __aenter__(self) -> Runtime:
@@ -96,6 +107,8 @@ class Runtime:
         self._state = _State.OPEN
         self._token = runtime_var.set(self)
         tg.start_soon(lease_service, self, name="kitaru lease service")
+        tg.start_soon(wake_service, self, name="kitaru wake service")
+        tg.start_soon(timer_service, self, name="kitaru timer service")
         await self.recover()
         return self
 
@@ -144,6 +157,18 @@ class Runtime:
         return self._artifacts
 
     @property
+    def supervisor(self) -> Supervisor:
+        """The supervisor of this runtime's actors (open runtimes only)."""
+        if self._supervisor is None:
+            raise RuntimeStateError("the runtime is not open; enter it with `async with`")
+        return self._supervisor
+
+    @property
+    def flow_names(self) -> list[str]:
+        """Names of the flows this runtime can host."""
+        return list(self._flows)
+
+    @property
     def owner(self) -> str:
         """This runtime's lease-owner id."""
         return self._directory.owner
@@ -171,9 +196,13 @@ class Runtime:
             return 0
         store = self.store
         dead = self._directory.dead_among(await store.owners())
+        for owner in dead:
+            # Their runs become free for everyone: suspended ones then wake on
+            # messages and deadlines like any evicted run.
+            await store.release(owner)
         # Our own id too: a run we gave up on (store outage) is resumed here.
         dead.append(self.owner)
-        now = self.clock()
+        now = self.clock.now()
         ids = await store.orphans(list(self._flows), now=now, dead_owners=dead)
         resumed = 0
         for run_id in ids:
@@ -204,9 +233,9 @@ class Runtime:
         """Claim and host an active run that nobody live hosts; True if hosted here."""
         if record.id in self._directory.live:
             return True
-        if record.flow not in self._flows or record.status not in ACTIVE_STATUSES:
-            return False
-        now = self.clock()
+        if record.flow not in self._flows or record.status != "running":
+            return False  # suspended runs wake on a message or a deadline, not here
+        now = self.clock.now()
         dead = [record.owner] if record.owner and self._directory.dead_among([record.owner]) else []
         claimed = await self.store.claim(
             record.id,
@@ -219,6 +248,38 @@ class Runtime:
             return False
         self._activate(claimed)
         return True
+
+    async def claim_for_wake(self, record: RunRecord) -> RunRecord | None:
+        """Claim a suspended run nobody live hosts (for a message or a deadline)."""
+        if record.flow not in self._flows or record.status not in ACTIVE_STATUSES:
+            return None
+        now = self.clock.now()
+        dead = [record.owner] if record.owner and self._directory.dead_among([record.owner]) else []
+        return await self.store.claim(
+            record.id,
+            self.owner,
+            now=now,
+            lease_until=now + self.config.lease_seconds,
+            dead_owners=dead,
+        )
+
+    async def wake(self, run_id: str, topic: str | None = None) -> None:
+        """Something arrived for ``run_id``: poke its actor, or rehydrate it here.
+
+        ``topic`` is the message's topic (``None`` for a deadline).
+        """
+        actor = self._directory.live.get(run_id)
+        if actor is not None:
+            actor.poke()
+            return
+        record = await self.store.get_run(run_id)
+        if record is None or record.status not in ("waiting", "sleeping"):
+            return
+        if topic is not None and topic not in (record.wait_topics or "").split(","):
+            return  # kept for a later wait on that topic
+        claimed = await self.claim_for_wake(record)
+        if claimed is not None:
+            self._activate(claimed)
 
     # -- public API ----------------------------------------------------------
     async def start(
@@ -247,7 +308,7 @@ class Runtime:
         self._check_open()
         newly_known = self._register(flow)
         data = flow.encode_input(args, kwargs)
-        now = self.clock()
+        now = self.clock.now()
         record = RunRecord(
             id=run_id or uuid.uuid4().hex,
             flow=flow.name,
@@ -309,8 +370,10 @@ class Runtime:
                 raise FlowCancelled(run_id)
             if await self._resume(record):
                 continue
-            # Hosted elsewhere (or its flow is unknown here): watch the store.
-            await anyio.sleep(delay)
+            # Suspended, hosted elsewhere, or its flow is unknown here: watch
+            # for runs finishing here, and the store now and then.
+            with anyio.move_on_after(delay):
+                await self.supervisor.finished.wait()
             delay = min(delay * 2, 1.0)
 
     def _failure(
@@ -359,6 +422,48 @@ class Runtime:
         records = await self.store.list_runs(status=status, flow=flow, limit=limit)
         return [await self._info(r) for r in records]
 
+    async def send(
+        self,
+        run_id: str,
+        value: Any,
+        *,
+        topic: str = "input",
+        key: str | None = None,
+        sender: str | None = None,
+    ) -> int:
+        """Put ``value`` in a run's mailbox on ``topic``; returns the message id.
+
+        If the run is waiting on ``topic``, the value is checked against the
+        wait's schema first. A ``key`` makes the send idempotent: a second send
+        with the same key for the run is accepted and dropped (a retried
+        webhook delivers once). Each message is consumed by exactly one wait;
+        messages on one topic are consumed in the order accepted; a message that
+        arrives before the flow waits on its topic is kept for that wait.
+
+        Raises:
+            kitaru.InvalidMessage: the value does not fit the pending wait's schema
+                (nothing is stored).
+            kitaru.RunNotFound: no such run.
+            kitaru.RunFinished: the run has finished and takes no more messages.
+        """
+        self._check_open()
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFound(run_id)
+        if record.status not in ACTIVE_STATUSES:
+            raise RunFinished(
+                f"run {run_id} is {record.status}; it accepts no more messages "
+                "(start a new run, or replay this one)"
+            )
+        payload = codec_for(Any).dump(value, what=f"message to run {run_id}")
+        _check_against_wait(record, topic, payload)
+        message, created = await self.store.post(
+            Message(0, run_id, topic, payload, self.clock.now(), sender=sender, key=key)
+        )
+        if created:
+            await self.wake(run_id, topic)
+        return message.id
+
     async def cancel(self, run_id: str) -> bool:
         """Cancel an unfinished run; returns False if it had already finished.
 
@@ -366,7 +471,9 @@ class Runtime:
             kitaru.RunNotFound: no such run.
         """
         self._check_open()
-        patch = RunPatch(run_id, updated_at=self.clock(), status="cancelled", release=True)
+        patch = RunPatch(
+            run_id, updated_at=self.clock.now(), status="cancelled", release=True, clear_wait=True
+        )
         updated = await self.store.update_run(patch)
         actor = self._directory.live.get(run_id)
         if actor is not None:
@@ -410,6 +517,7 @@ class Runtime:
             error_type=error_info.get("type"),
             traceback=error_info.get("traceback"),
             checkpoints=checkpoints,
+            pending_wait=_pending_wait(record),
             usage=Usage(
                 input_tokens=record.input_tokens,
                 output_tokens=record.output_tokens,
@@ -426,6 +534,7 @@ def runtime(
     store: str | None = None,
     artifacts: str | None = None,
     flows: Sequence[Flow[Any, Any]] = (),
+    clock: Clock | None = None,
     **settings: Any,
 ) -> Runtime:
     """Create a runtime; use it as ``async with kitaru.runtime() as rt:``.
@@ -437,10 +546,41 @@ def runtime(
             ``KITARU_ARTIFACTS``, else ``.kitaru/artifacts``).
         flows: flows this runtime hosts from the start; their unfinished runs
             whose owner is gone are resumed when the runtime opens.
+        clock: where deadlines are read (``kitaru.testing.FakeClock`` in tests).
         **settings: any other :class:`kitaru.RuntimeConfig` field.
 
     Raises:
         kitaru.ConfigurationError: an unknown setting or invalid value.
     """
     config = resolve_config(store=store, artifacts=artifacts, **settings)
-    return Runtime(config, flows)
+    return Runtime(config, flows, clock)
+
+
+def _pending_wait(record: RunRecord) -> WaitInfo | None:
+    info = wait_info(record.wait)
+    if info is None:
+        return None
+    deadline = info.get("deadline")
+    return WaitInfo(
+        topic=info["topic"],
+        question=info.get("question"),
+        schema=info.get("schema") or {},
+        deadline=None if deadline is None else _utc(deadline),
+    )
+
+
+def _check_against_wait(record: RunRecord, topic: str, payload: bytes) -> None:
+    """Reject a message that cannot satisfy the run's pending wait on ``topic``."""
+    info = wait_info(record.wait)
+    if info is None or info.get("topic") != topic or not info.get("schema"):
+        return
+    import jsonschema  # only when a message meets a pending wait
+
+    try:
+        jsonschema.validate(json.loads(payload), info["schema"])
+    except jsonschema.ValidationError as exc:
+        where = "/".join(str(p) for p in exc.absolute_path) or "the value"
+        raise InvalidMessage(
+            f"message for run {record.id} does not fit its wait on topic {topic!r}: "
+            f"{where}: {exc.message}. Expected JSON Schema: {json.dumps(info['schema'])}"
+        ) from None

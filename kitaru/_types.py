@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -53,11 +53,13 @@ class Usage(BaseModel):
 class WaitInfo(BaseModel):
     """A run's pending wait, as seen from outside."""
 
-    model_config = ConfigDict(frozen=True, populate_by_name=True)
+    model_config = ConfigDict(frozen=True, validate_by_name=True, serialize_by_alias=True)
 
     topic: str
     question: str | None = None
-    schema_: dict[str, Any] = {}
+    # ``schema`` would shadow a (deprecated) BaseModel method: store it under
+    # another attribute name and expose it through the alias and a property.
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     deadline: datetime | None = None
 
     @property

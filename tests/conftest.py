@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 import kitaru
+from kitaru.testing import always_evict
 
 
 @pytest.fixture
@@ -42,13 +43,21 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 RuntimeFactory = Callable[..., AbstractAsyncContextManager[kitaru.Runtime]]
 
 
+@pytest.fixture(params=["resident", "always-evict"])
+def evict_mode(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Every flow test runs twice: normally, and evicting at every wait and sleep."""
+    return always_evict() if request.param == "always-evict" else {}
+
+
 @pytest.fixture
-def make_runtime(store_url: str, tmp_path: Path) -> RuntimeFactory:
+def make_runtime(store_url: str, tmp_path: Path, evict_mode: dict[str, Any]) -> RuntimeFactory:
     """Open runtimes on this test's store (call it again to simulate a restart)."""
 
     def factory(**kwargs: Any) -> AbstractAsyncContextManager[kitaru.Runtime]:
         kwargs.setdefault("store", store_url)
         kwargs.setdefault("artifacts", str(tmp_path / "artifacts"))
+        for key, value in evict_mode.items():
+            kwargs.setdefault(key, value)
         return kitaru.runtime(**kwargs)
 
     return factory

@@ -8,8 +8,11 @@ with an outcome the supervisor acts on.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -19,14 +22,27 @@ import anyio.to_thread
 from .._context import FlowFrame, frame_var
 from .._errors import StorageError
 from .._execution import Execution, describe_error, error_record
+from .._primitives import ContinueAsNew
 from ..storage.base import RunPatch, RunRecord
-from ..storage.serde import dumps_plain
+from ..storage.serde import dumps_plain, loads_plain
+from ._mailbox import Evicted as EvictedSignal
 
 if TYPE_CHECKING:
     from .._flow import Flow
     from .._runtime import Runtime
 
-__all__ = ("Cancelled", "Completed", "Failed", "FlowActor", "Infra", "Outcome")
+log = logging.getLogger("kitaru.actor")
+
+__all__ = (
+    "Cancelled",
+    "Completed",
+    "ContinuedAsNew",
+    "Evicted",
+    "Failed",
+    "FlowActor",
+    "Infra",
+    "Outcome",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +65,26 @@ class Cancelled:
 
 
 @dataclass(frozen=True, slots=True)
+class Evicted:
+    """The run is suspended and was evicted from memory; only its rows remain."""
+
+    #: True when user code caught the eviction signal and carried on.
+    swallowed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ContinuedAsNew:
+    """The flow restarted itself with new arguments; run it again at once."""
+
+
+@dataclass(frozen=True, slots=True)
 class Infra:
     """The store (or another part of the runtime) failed; the run may be restarted."""
 
     error: BaseException
 
 
-Outcome = Completed | Failed | Cancelled | Infra
+Outcome = Completed | Failed | Cancelled | Evicted | ContinuedAsNew | Infra
 
 
 class FlowActor:
@@ -64,14 +93,18 @@ class FlowActor:
     __slots__ = (
         "cancel_requested",
         "done",
+        "evict_requested",
         "execution",
         "flow",
+        "holds_slot",
         "live_args",
         "outcome",
+        "poked",
         "record",
         "run_id",
         "runtime",
         "scope",
+        "wake",
     )
 
     def __init__(
@@ -93,6 +126,35 @@ class FlowActor:
         self.execution: Execution | None = None
         self.outcome: Outcome | None = None
         self.done = anyio.Event()
+        #: Set when something may have changed for a suspended flow (a message,
+        #: a deadline, a request to evict); waits re-check the store on it.
+        self.wake = anyio.Event()
+        #: A message was posted for this run (so an eviction racing it is undone).
+        self.poked = False
+        self.evict_requested = False
+        self.holds_slot = False
+
+    def poke(self) -> None:
+        """A message arrived for this run: wake its waits."""
+        self.poked = True
+        self.wake.set()
+
+    def request_eviction(self) -> None:
+        """Ask a suspended flow to leave memory (residency bound reached)."""
+        self.evict_requested = True
+        self.wake.set()
+
+    @asynccontextmanager
+    async def suspended(self) -> AsyncIterator[None]:
+        """While inside, this run holds no execution slot and counts as resident-idle."""
+        supervisor = self.runtime.supervisor
+        supervisor.idle(self)
+        try:
+            yield
+        finally:
+            supervisor.busy_again(self)
+        if not self.holds_slot:
+            await supervisor.reacquire(self)
 
     def cancel(self) -> None:
         """Stop the activation because the run was cancelled."""
@@ -102,6 +164,8 @@ class FlowActor:
 
     async def execute(self) -> Outcome:
         """Run the flow once from the top; return what became of it."""
+        self.poked = False
+        self.evict_requested = False
         with anyio.CancelScope() as scope:
             self.scope = scope
             if self.cancel_requested:
@@ -110,6 +174,8 @@ class FlowActor:
                 return await self._execute()
             except StorageError as exc:
                 return Infra(exc)
+            except EvictedSignal:
+                return Evicted()
         return Cancelled()
 
     async def _execute(self) -> Outcome:
@@ -125,16 +191,55 @@ class FlowActor:
                 args, kwargs = self.flow.decode_input(self.record.input)
             except Exception as exc:
                 return await self._fail(exc)
-        execution = self.execution = Execution(rt, self.run_id, self.flow.name, journal)
+        suspensions = {
+            int(item["position"]): item for item in (loads_plain(self.record.wait) or [])
+        }
+        execution = self.execution = Execution(
+            rt, self.run_id, self.flow.name, journal, actor=self, suspensions=suspensions
+        )
         try:
             result = await self._invoke(execution, args, kwargs)
         except StorageError:
             raise
+        except ContinueAsNew as sig:
+            return await self._continue(sig)
         except Exception as exc:
+            if execution.evicted:
+                return self._swallowed(exc)
             return await self._fail(exc)
         finally:
             execution.closed = True
+        if execution.evicted:
+            return self._swallowed(None)
         return await self._complete(result)
+
+    async def _continue(self, sig: ContinueAsNew) -> Outcome:
+        try:
+            data = self.flow.encode_input(sig.args_, sig.kwargs_)
+        except Exception as exc:
+            return await self._fail(exc)
+        patch = RunPatch(
+            self.run_id,
+            updated_at=time.time(),
+            status="running",
+            input=data,
+            clear_wait=True,
+        )
+        if not await self.runtime.store.reset_journal(patch):
+            return Cancelled()
+        self.live_args = (sig.args_, sig.kwargs_)
+        return ContinuedAsNew()
+
+    def _swallowed(self, exc: BaseException | None) -> Outcome:
+        self.runtime.supervisor.swallowed_evictions += 1
+        log.error(
+            "run %s: the flow caught kitaru's eviction signal (a BaseException) and went on "
+            "(%s); its result is discarded and the run stays suspended. Do not catch "
+            "BaseException in flow code (catch Exception instead).",
+            self.run_id,
+            "it then raised " + describe_error(exc) if exc is not None else "it then returned",
+        )
+        return Evicted(swallowed=True)
 
     async def _invoke(
         self, execution: Execution, args: tuple[Any, ...], kwargs: dict[str, Any]

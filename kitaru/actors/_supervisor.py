@@ -5,6 +5,10 @@ the error stored. An infrastructure failure (the store went away) is not: the
 run is restarted from its journal after a backoff, at most ``max_restarts``
 times per ``restart_window`` seconds; past that it is left for recovery (its
 lease lapses, so this or another worker resumes it once the store is back).
+
+Residency: at most ``max_live_runs`` runs execute at once (a suspended flow
+gives its slot back while it waits), and at most ``max_resident`` suspended
+flows stay in memory; beyond that the least recently active one is evicted.
 """
 
 from __future__ import annotations
@@ -16,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ._flow_actor import FlowActor, Infra, Outcome
+from .._errors import StorageError
+from ..storage.base import RunPatch
+from ._flow_actor import ContinuedAsNew, Evicted, FlowActor, Infra, Outcome
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -30,6 +36,7 @@ __all__ = ("Supervisor",)
 
 log = logging.getLogger("kitaru.supervisor")
 _RECENT = 1024
+_SUSPENDED = ("waiting", "sleeping")
 
 
 class Supervisor:
@@ -44,12 +51,21 @@ class Supervisor:
         self._max_restarts = config.max_restarts
         self._window = config.restart_window
         self._backoff = config.restart_backoff
+        self._max_resident = config.max_resident
+        #: Suspended resident actors, least recently active first.
+        self._idle: OrderedDict[str, FlowActor] = OrderedDict()
         #: How many restarts happened for infrastructure failures (metrics, tests).
         self.restarts = 0
+        #: How many evictions user code swallowed (it caught BaseException).
+        self.swallowed_evictions = 0
+        #: How many times a suspended flow was evicted.
+        self.evictions = 0
         #: Outcomes of runs that finished here lately, so a caller that awaits a
         #: result just after the run ended still gets the live value or the
         #: original exception (bounded: older ones are read from the store).
         self.recent: OrderedDict[str, Outcome] = OrderedDict()
+        #: Set when any run finished here; ``result()`` waiters re-check on it.
+        self.finished = anyio.Event()
 
     def activate(
         self,
@@ -66,13 +82,49 @@ class Supervisor:
             self._tg.start_soon(self._supervise, actor, name=f"kitaru run {record.id}")
         return actor
 
+    # -- residency ---------------------------------------------------------
+    def idle(self, actor: FlowActor) -> None:
+        """``actor`` suspended: give back its slot, evict the LRU idle one if over budget."""
+        if actor.holds_slot:
+            actor.holds_slot = False
+            self._slots.release()
+        self._idle[actor.run_id] = actor
+        self._idle.move_to_end(actor.run_id)
+        while len(self._idle) > self._max_resident:
+            _, oldest = self._idle.popitem(last=False)
+            oldest.request_eviction()
+
+    def busy_again(self, actor: FlowActor) -> None:
+        """``actor`` woke up."""
+        self._idle.pop(actor.run_id, None)
+
+    async def reacquire(self, actor: FlowActor) -> None:
+        """Take an execution slot again after a suspension."""
+        await self._slots.acquire()
+        actor.holds_slot = True
+
+    # -- supervision -------------------------------------------------------
     async def _supervise(self, actor: FlowActor) -> None:
         restarts: deque[float] = deque()
         outcome: Outcome | None = None
         try:
             while True:
-                async with self._slots:
+                await self._slots.acquire()
+                actor.holds_slot = True
+                try:
                     outcome = await actor.execute()
+                finally:
+                    if actor.holds_slot:
+                        actor.holds_slot = False
+                        self._slots.release()
+                    self._idle.pop(actor.run_id, None)
+                if isinstance(outcome, ContinuedAsNew):
+                    continue
+                if isinstance(outcome, Evicted):
+                    if await self._evicted(actor):
+                        continue  # a message raced the eviction: rehydrate now
+                    outcome = None
+                    break
                 if not isinstance(outcome, Infra):
                     break
                 now = time.monotonic()
@@ -106,7 +158,31 @@ class Supervisor:
                 self.recent[actor.run_id] = outcome
                 if len(self.recent) > _RECENT:
                     self.recent.popitem(last=False)
+                self.finished.set()
+                self.finished = anyio.Event()
             live = self._directory.live
             if live.get(actor.run_id) is actor:
                 del live[actor.run_id]
             actor.done.set()
+
+    async def _evicted(self, actor: FlowActor) -> bool:
+        """Give up the lease of an evicted run; True if it must be rehydrated at once."""
+        self.evictions += 1
+        store = self._runtime.store
+        patch = RunPatch(
+            actor.run_id, updated_at=self._runtime.clock.now(), release=True, expect=_SUSPENDED
+        )
+        try:
+            with anyio.CancelScope(shield=True):
+                record = await store.update_run(patch)
+        except StorageError as exc:
+            log.warning("run %s: could not release its lease after eviction: %s", actor.run_id, exc)
+            return False
+        self._runtime.timer_kick.set()  # its deadline is the timer service's now
+        if record is None or not actor.poked or actor.cancel_requested:
+            return False
+        claimed = await self._runtime.claim_for_wake(record)
+        if claimed is None:
+            return False
+        actor.record = claimed
+        return True

@@ -20,6 +20,7 @@ __all__ = (
     "TERMINAL_STATUSES",
     "ArtifactStore",
     "JournalEntry",
+    "Message",
     "RunPatch",
     "RunRecord",
     "RunStore",
@@ -54,6 +55,8 @@ class RunRecord:
     wait: bytes | None = None
     #: Next time the timer service must look at this run (sleep end, wait timeout).
     wake_at: float | None = None
+    #: Comma-separated topics of the pending waits (what a message must match to wake it).
+    wait_topics: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float | None = None
@@ -98,6 +101,28 @@ class RunPatch:
     error_info: bytes | None = None
     release: bool = False
     expect: tuple[str, ...] = ACTIVE_STATUSES
+    #: With ``clear_wait``, ``wait``, ``wake_at`` and ``wait_topics`` are set to
+    #: these values, ``None`` included; without it they are left alone.
+    clear_wait: bool = False
+    wait: bytes | None = None
+    wake_at: float | None = None
+    wait_topics: str | None = None
+    #: Replace the run's input (``continue_as_new``).
+    input: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message in a run's mailbox; ``id`` orders messages (0 before it is stored)."""
+
+    id: int
+    run_id: str
+    topic: str
+    payload: bytes
+    created_at: float
+    sender: str | None = None
+    #: Idempotency key: a second message with the same key for the run is dropped.
+    key: str | None = None
 
 
 @runtime_checkable
@@ -178,7 +203,65 @@ class RunStore(Protocol):
         dead_owners: Sequence[str] = (),
         limit: int = 1000,
     ) -> list[str]:
-        """Ids of active runs of ``flows`` that could be claimed right now."""
+        """Ids of ``running`` runs of ``flows`` that could be claimed right now.
+
+        Suspended runs are not orphans: a message or their deadline wakes them.
+        """
+        ...
+
+    async def post(self, message: Message) -> tuple[Message, bool]:
+        """Put ``message`` in its run's mailbox (its ``id`` is assigned here).
+
+        If ``message.key`` is set and a message with that key exists for the
+        run, nothing is stored and ``(existing, False)`` is returned.
+        """
+        ...
+
+    async def next_message(self, run_id: str, topic: str) -> Message | None:
+        """The oldest unconsumed message of ``run_id`` on ``topic``."""
+        ...
+
+    async def consume(
+        self, message_id: int, entry: JournalEntry | None, patch: RunPatch | None
+    ) -> bool:
+        """Atomically mark a message consumed, record ``entry`` and apply ``patch``.
+
+        Returns ``False`` (writing nothing) if the message was consumed already
+        or the patch's status expectation does not hold.
+        """
+        ...
+
+    async def messages_after(self, after_id: int, limit: int = 1000) -> list[Message]:
+        """Unconsumed messages with an id above ``after_id``, oldest first."""
+        ...
+
+    async def due(
+        self,
+        flows: Sequence[str],
+        *,
+        now: float,
+        dead_owners: Sequence[str] = (),
+        limit: int = 1000,
+    ) -> list[str]:
+        """Suspended runs of ``flows`` nobody live hosts whose ``wake_at`` has passed."""
+        ...
+
+    async def next_wake(self, flows: Sequence[str], *, now: float) -> float | None:
+        """The earliest ``wake_at`` among suspended runs of ``flows`` nobody hosts.
+
+        Nobody hosts a run whose owner is empty or whose lease expired before ``now``.
+        """
+        ...
+
+    async def reset_journal(self, patch: RunPatch) -> bool:
+        """Delete the run's journal and apply ``patch`` (``continue_as_new``)."""
+        ...
+
+    async def change_token(self) -> int:
+        """A number that changes whenever any writer (any process) committed.
+
+        Lets a poller skip its query when nothing happened; cheap to call.
+        """
         ...
 
     async def owners(self) -> list[str]:

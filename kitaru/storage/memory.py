@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from .._errors import StorageError
-from .base import ACTIVE_STATUSES, JournalEntry, RunPatch, RunRecord
+from .base import ACTIVE_STATUSES, JournalEntry, Message, RunPatch, RunRecord
 
 __all__ = ("MemoryStore",)
 
@@ -22,11 +22,17 @@ _named: dict[str, _MemoryData] = {}
 
 
 class _MemoryData:
-    __slots__ = ("journals", "runs")
+    __slots__ = ("consumed", "journals", "keys", "messages", "next_id", "runs", "version")
 
     def __init__(self) -> None:
         self.runs: dict[str, RunRecord] = {}
         self.journals: dict[str, dict[int, JournalEntry]] = {}
+        # Unconsumed messages by id (dicts keep insertion = id order).
+        self.messages: dict[int, Message] = {}
+        self.consumed: set[int] = set()
+        self.keys: dict[tuple[str, str], Message] = {}
+        self.next_id = 1
+        self.version = 0
 
 
 class MemoryStore:
@@ -56,9 +62,14 @@ class MemoryStore:
             raise StorageError(f"store {self.url} is closed")
         return self._data
 
+    def _write(self) -> _MemoryData:
+        data = self._check()
+        data.version += 1
+        return data
+
     async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
         """Insert ``run`` unless one with its id exists."""
-        data = self._check()
+        data = self._write()
         existing = data.runs.get(run.id)
         if existing is not None:
             return existing, False
@@ -93,7 +104,7 @@ class MemoryStore:
 
     async def record(self, entries: Sequence[JournalEntry], patch: RunPatch | None = None) -> bool:
         """Write entries (never over a completed one) and apply ``patch``."""
-        data = self._check()
+        data = self._write()
         if patch is not None:
             run = data.runs.get(patch.run_id)
             if run is None or run.status not in patch.expect:
@@ -111,7 +122,7 @@ class MemoryStore:
 
     async def update_run(self, patch: RunPatch) -> RunRecord | None:
         """Apply ``patch`` when the run's status matches."""
-        data = self._check()
+        data = self._write()
         run = data.runs.get(patch.run_id)
         if run is None or run.status not in patch.expect:
             return None
@@ -129,7 +140,7 @@ class MemoryStore:
         dead_owners: Sequence[str] = (),
     ) -> RunRecord | None:
         """Take the lease of an active run nobody live holds."""
-        data = self._check()
+        data = self._write()
         run = data.runs.get(run_id)
         if run is None or not _claimable(run, owner, now, dead_owners):
             return None
@@ -150,9 +161,99 @@ class MemoryStore:
         found = [
             r.id
             for r in self._check().runs.values()
-            if r.flow in wanted and _claimable(r, None, now, dead_owners)
+            if r.status == "running" and r.flow in wanted and _claimable(r, None, now, dead_owners)
         ]
         return found[:limit]
+
+    async def post(self, message: Message) -> tuple[Message, bool]:
+        """Add ``message`` to its run's mailbox unless its key was seen."""
+        data = self._write()
+        if message.key is not None:
+            existing = data.keys.get((message.run_id, message.key))
+            if existing is not None:
+                return existing, False
+        stored = dataclasses.replace(message, id=data.next_id)
+        data.next_id += 1
+        data.messages[stored.id] = stored
+        if stored.key is not None:
+            data.keys[(stored.run_id, stored.key)] = stored
+        return stored, True
+
+    async def next_message(self, run_id: str, topic: str) -> Message | None:
+        """Oldest unconsumed message of the run on ``topic``."""
+        for message in self._check().messages.values():
+            if message.run_id == run_id and message.topic == topic:
+                return message
+        return None
+
+    async def consume(
+        self, message_id: int, entry: JournalEntry | None, patch: RunPatch | None
+    ) -> bool:
+        """Mark consumed, record ``entry`` and apply ``patch``, all or nothing."""
+        data = self._write()
+        if message_id not in data.messages:
+            return False
+        if patch is not None:
+            run = data.runs.get(patch.run_id)
+            if run is None or run.status not in patch.expect:
+                return False
+        del data.messages[message_id]
+        data.consumed.add(message_id)
+        await self.record(() if entry is None else (entry,), patch)
+        return True
+
+    async def messages_after(self, after_id: int, limit: int = 1000) -> list[Message]:
+        """Unconsumed messages newer than ``after_id``."""
+        found = [m for i, m in self._check().messages.items() if i > after_id]
+        return found[:limit]
+
+    async def due(
+        self,
+        flows: Sequence[str],
+        *,
+        now: float,
+        dead_owners: Sequence[str] = (),
+        limit: int = 1000,
+    ) -> list[str]:
+        """Suspended, unhosted runs whose deadline passed."""
+        wanted = set(flows)
+        found = [
+            r.id
+            for r in self._check().runs.values()
+            if r.status in ("waiting", "sleeping")
+            and r.flow in wanted
+            and r.wake_at is not None
+            and r.wake_at <= now
+            and _claimable(r, None, now, dead_owners)
+        ]
+        return found[:limit]
+
+    async def next_wake(self, flows: Sequence[str], *, now: float) -> float | None:
+        """Earliest deadline of a suspended run nobody hosts."""
+        wanted = set(flows)
+        times = [
+            r.wake_at
+            for r in self._check().runs.values()
+            if r.status in ("waiting", "sleeping")
+            and r.flow in wanted
+            and r.wake_at is not None
+            and (r.owner is None or (r.lease_until is not None and r.lease_until < now))
+        ]
+        return min(times) if times else None
+
+    async def reset_journal(self, patch: RunPatch) -> bool:
+        """Drop the run's journal and apply ``patch``."""
+        data = self._write()
+        run = data.runs.get(patch.run_id)
+        if run is None or run.status not in patch.expect:
+            return False
+        data.journals[patch.run_id] = {}
+        data.runs[patch.run_id] = _apply(run, patch)
+        return True
+
+    async def change_token(self) -> int:
+        """Bumped by every write."""
+        return self._check().version
 
     async def owners(self) -> list[str]:
         """Owners holding a lease on an active run."""
@@ -166,7 +267,7 @@ class MemoryStore:
 
     async def renew_leases(self, owner: str, lease_until: float) -> int:
         """Extend every lease of ``owner``."""
-        data = self._check()
+        data = self._write()
         count = 0
         for run_id, run in list(data.runs.items()):
             if run.owner == owner:
@@ -176,7 +277,7 @@ class MemoryStore:
 
     async def release(self, owner: str, run_ids: Sequence[str] | None = None) -> None:
         """Drop ``owner``'s leases."""
-        data = self._check()
+        data = self._write()
         targets = data.runs.keys() if run_ids is None else run_ids
         for run_id in list(targets):
             run = data.runs.get(run_id)
@@ -201,10 +302,14 @@ def _claimable(run: RunRecord, owner: str | None, now: float, dead: Sequence[str
 
 def _apply(run: RunRecord, patch: RunPatch) -> RunRecord:
     changes: dict[str, object] = {"updated_at": patch.updated_at}
-    for name in ("status", "output", "output_ref", "error", "error_info"):
+    for name in ("status", "output", "output_ref", "error", "error_info", "input"):
         value = getattr(patch, name)
         if value is not None:
             changes[name] = value
+    if patch.clear_wait:
+        changes["wait"] = patch.wait
+        changes["wake_at"] = patch.wake_at
+        changes["wait_topics"] = patch.wait_topics
     if patch.release:
         changes["owner"] = None
         changes["lease_until"] = None
