@@ -26,6 +26,8 @@ MODEL = os.environ.get("KITARU_EXAMPLE_MODEL", "gpt-4o-mini")
 @checkpoint(retries=2, timeout=120)
 async def ask(prompt: str) -> str:
     """One LLM call through litellm; recorded once, never re-billed on replay."""
+    # Use litellm's bundled price table instead of fetching it over the network.
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     import litellm  # imported on first use: it is slow to import
 
     extra: dict[str, Any] = {}

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 EXAMPLES = sorted((Path(__file__).parent.parent / "examples").glob("*.py"))
+#: Arguments that make an example run to completion on its own.
+ARGS = {"approval": ["demo"]}
 
 
 @pytest.mark.slow
