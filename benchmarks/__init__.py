@@ -1,0 +1,1 @@
+"""Benchmarks of kitaru's hot paths; run them with ``python -m benchmarks.run``."""
