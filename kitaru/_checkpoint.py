@@ -142,7 +142,10 @@ class Checkpoint(Generic[P, R]):
 
     async def _durable(self, execution: Execution, position: int, args: Any, kwargs: Any) -> Any:
         entry = execution.recorded(position, self.name, "checkpoint")
-        what = f"checkpoint {self.name!r} (run {execution.run_id}, position {position})"
+
+        def what() -> str:
+            return f"checkpoint {self.name!r} (run {execution.run_id}, position {position})"
+
         if entry is not None:
             if entry.status == "completed":
                 return await execution.load(entry, self.codec, what)
@@ -188,7 +191,10 @@ class Checkpoint(Generic[P, R]):
         )
         # Hand back what a replay would return, so live and replayed executions
         # see the same value (a tuple under ``list[Any]`` comes back a list).
-        return self.codec.load(data, what=what)
+        codec = self.codec
+        if codec.exact is not None and type(result) is codec.exact:
+            return result
+        return codec.load(data, what=what)
 
     async def _attempt(self, frame: CheckpointFrame, args: Any, kwargs: Any) -> Any:
         token = frame_var.set(frame)

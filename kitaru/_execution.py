@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import CheckpointFailed, NonDeterminismError, RuntimeStateError
 from .storage.base import JournalEntry, RunPatch
-from .storage.serde import Codec, dumps_plain, loads_plain
+from .storage.serde import Codec, What, dumps_plain, loads_plain
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
@@ -95,7 +95,7 @@ class Execution:
             )
         return entry
 
-    async def load(self, entry: JournalEntry, codec: Codec, what: str) -> Any:
+    async def load(self, entry: JournalEntry, codec: Codec, what: What) -> Any:
         """Decode a recorded value, fetching it from the artifact store if needed."""
         data = entry.value
         if data is None and entry.ref is not None:

@@ -12,6 +12,7 @@ every worker.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ConfigDict, PydanticSchemaGenerationError, PydanticUserError, TypeAdapter
@@ -29,11 +30,14 @@ _CONFIG = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 class Codec:
     """Encoder/decoder for one annotation."""
 
-    __slots__ = ("_adapter", "annotation", "is_any")
+    __slots__ = ("_adapter", "annotation", "exact", "is_any")
 
     def __init__(self, annotation: Any) -> None:
         self.annotation = annotation
         self.is_any = annotation is Any
+        #: For these annotations a value of exactly that type survives the JSON
+        #: round trip unchanged, so the live value can be handed back as is.
+        self.exact = annotation if annotation in _EXACT else None
         try:
             try:
                 self._adapter: TypeAdapter[Any] = TypeAdapter(annotation, config=_CONFIG)
@@ -46,25 +50,25 @@ class Codec:
                 f"values of type {describe_type(annotation)} cannot be stored: {exc}"
             ) from exc
 
-    def dump(self, value: Any, *, what: str) -> bytes:
+    def dump(self, value: Any, *, what: What) -> bytes:
         """Encode ``value`` as JSON bytes; ``what`` names it in errors."""
         try:
             return self._adapter.dump_json(value, warnings="error")
         except (PydanticSerializationError, TypeError, ValueError) as exc:
             raise SerializationError(
-                f"{what}: a value of type {type(value).__qualname__} cannot be stored as "
+                f"{_name(what)}: a value of type {type(value).__qualname__} cannot be stored as "
                 f"{describe_type(self.annotation)} ({_first_line(exc)}). Use values pydantic "
                 "can serialise (str, numbers, lists, dicts, dataclasses, pydantic models, ...) "
                 "that match the annotation."
             ) from exc
 
-    def load(self, data: bytes | str, *, what: str) -> Any:
+    def load(self, data: bytes | str, *, what: What) -> Any:
         """Decode JSON written by :meth:`dump` back into the annotated type."""
         try:
             return self._adapter.validate_json(data)
         except ValueError as exc:
             raise SerializationError(
-                f"{what}: the stored value no longer fits {describe_type(self.annotation)} "
+                f"{_name(what)}: the stored value no longer fits {describe_type(self.annotation)} "
                 f"({exc}). The annotation changed since the value was recorded; restore "
                 "it, or replay the run from a checkpoint before this one."
             ) from exc
@@ -73,6 +77,16 @@ class Codec:
         """JSON Schema of the annotation (for waits and the HTTP API)."""
         schema: dict[str, Any] = self._adapter.json_schema()
         return schema
+
+
+#: What a value is, for error messages: a string, or a function that builds it
+#: (so the hot path never formats a message it does not need).
+What = str | Callable[[], str]
+_EXACT = (str, int, float, bool, bytes, type(None))
+
+
+def _name(what: What) -> str:
+    return what if isinstance(what, str) else what()
 
 
 _cache: dict[Any, Codec] = {}
