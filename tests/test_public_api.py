@@ -18,8 +18,10 @@ EXPECTED = {
     "InvalidMessage",
     "KitaruError",
     "NonDeterminismError",
+    "Message",
     "NotInFlow",
     "RunHandle",
+    "RunFinished",
     "RunInfo",
     "RunNotFound",
     "RunStatus",
@@ -35,8 +37,13 @@ EXPECTED = {
     "__version__",
     "checkpoint",
     "configure",
+    "continue_as_new",
     "flow",
+    "receive",
     "runtime",
+    "send",
+    "sleep",
+    "wait",
 }
 
 
