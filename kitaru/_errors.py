@@ -73,7 +73,7 @@ class FlowFailed(KitaruError):
         original: BaseException | None = None,
     ) -> None:
         super().__init__(
-            f"run {run_id} failed: {error}. Inspect it with rt.get_run({run_id!r}); "
+            f"run {run_id} failed: {error.rstrip('.')}. Inspect it with rt.get_run({run_id!r}); "
             f"fix the cause and call rt.retry({run_id!r}) to resume it from the failure point."
         )
         self.run_id = run_id
