@@ -37,6 +37,7 @@ from ._harness import (
     scratch_dir,
     sqlite_url,
 )
+from ._waiting import bench_cold_wake, bench_hot_wake, bench_waiting_10k, bench_waiting_100k
 
 __all__ = ("BENCHMARKS", "Benchmark")
 
@@ -693,6 +694,8 @@ class Benchmark:
     title: str
     fn: Callable[[Context], Any]
     is_async: bool = True
+    #: Left out of ``--quick`` unless named with ``--only``.
+    slow: bool = False
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -705,5 +708,20 @@ BENCHMARKS: dict[str, Benchmark] = {
         Benchmark("recovery", "5. recovery and rehydration", bench_recovery),
         Benchmark("storage", "6. bytes per checkpoint row", bench_storage),
         Benchmark("import", "7. import time", bench_import, is_async=False),
+        Benchmark(
+            "waiting-10k",
+            "8. 10,000 waiting runs: memory, messages/s",
+            bench_waiting_10k,
+            is_async=False,
+        ),
+        Benchmark(
+            "waiting-100k",
+            "9. 100,000 waiting runs: memory",
+            bench_waiting_100k,
+            is_async=False,
+            slow=True,
+        ),
+        Benchmark("hot-wake", "10. wake latency of a resident waiting run", bench_hot_wake),
+        Benchmark("cold-wake", "11. wake latency of an evicted run (SQLite)", bench_cold_wake),
     )
 }

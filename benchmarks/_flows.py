@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import time
+
 import anyio
 
+import kitaru
 from kitaru import checkpoint, flow
 
-__all__ = ("GATE", "Gate", "recoverable", "sequential", "step")
+__all__ = (
+    "COLD_CHECKPOINTS",
+    "GATE",
+    "SINK",
+    "Gate",
+    "Sink",
+    "cold_waiter",
+    "echo",
+    "recoverable",
+    "sequential",
+    "step",
+    "waiter",
+)
 
 
 @checkpoint
@@ -61,3 +76,53 @@ async def recoverable(n: int) -> int:
     for i in range(n):
         total += await gated_step(i)
     return total
+
+
+# -- waits --------------------------------------------------------------------------
+
+
+@flow(name="bench_waiter")
+async def waiter() -> str:
+    """Two trivial checkpoints, then wait for one message: a run parked on a person."""
+    await step(0)
+    await step(1)
+    return await kitaru.wait(str)
+
+
+class Sink:
+    """Latencies measured inside flows: seconds from a ``perf_counter`` sent as the message."""
+
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        #: Set when the next sample arrives (``arm`` replaces it).
+        self.arrived = anyio.Event()
+
+    def arm(self) -> None:
+        self.arrived = anyio.Event()
+
+    def record(self, sent: float) -> None:
+        self.samples.append(time.perf_counter() - sent)
+        self.arrived.set()
+
+
+SINK = Sink()
+
+#: Checkpoints the cold-wake flow records before it waits.
+COLD_CHECKPOINTS = 20
+
+
+@flow(name="bench_echo")
+async def echo(rounds: int) -> int:
+    """Wait ``rounds`` times for a ``perf_counter`` timestamp; record each wake's latency."""
+    for _ in range(rounds):
+        SINK.record(await kitaru.wait(float))
+    return rounds
+
+
+@flow(name="bench_cold_waiter")
+async def cold_waiter() -> int:
+    """``COLD_CHECKPOINTS`` checkpoints, then one wait whose wake latency is recorded."""
+    for i in range(COLD_CHECKPOINTS):
+        await step(i)
+    SINK.record(await kitaru.wait(float))
+    return COLD_CHECKPOINTS

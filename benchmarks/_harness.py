@@ -131,6 +131,8 @@ class Context:
     hop_samples: list[float] = field(default_factory=list)
     #: Whether the floor rows are in the table already.
     floor_reported: bool = False
+    #: Run the memory benchmarks in this process (``--profile``) instead of a fresh one.
+    in_process: bool = False
 
 
 def median(values: Sequence[float]) -> float:

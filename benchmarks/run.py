@@ -70,7 +70,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
             parser.error(f"--cpu takes CPU numbers like 0 or 0,1, got {args.cpu!r}")
         if not hasattr(os, "sched_setaffinity"):
             parser.error("--cpu needs os.sched_setaffinity (Linux)")
-    args.names = names or list(BENCHMARKS)
+    args.names = names or [n for n, b in BENCHMARKS.items() if not (args.quick and b.slow)]
     return args
 
 
@@ -114,12 +114,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if args.list:
         for bench in BENCHMARKS.values():
-            print(f"{bench.name:12}  {bench.title}")
+            note = "  (not in --quick)" if bench.slow else ""
+            print(f"{bench.name:12}  {bench.title}{note}")
         return 0
     if args.cpus is not None:
         os.sched_setaffinity(0, args.cpus)
+    skipped = [n for n in BENCHMARKS if n not in args.names and BENCHMARKS[n].slow]
+    if args.quick and skipped and not args.only:
+        print(
+            f"--quick leaves out {', '.join(skipped)} (run it with --only)",
+            file=sys.stderr,
+            flush=True,
+        )
     settings = Settings.make(quick=args.quick, reps=args.reps)
-    ctx = Context(settings)
+    ctx = Context(settings, in_process=args.profile)
     results: list[Result] = []
     started = time.perf_counter()
     profile = cProfile.Profile() if args.profile else None

@@ -9,6 +9,7 @@ runtime can resume its runs at once, and closes the stores in reverse order.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 import logging
 import uuid
@@ -87,6 +88,12 @@ class Runtime:
         self.log = log
         #: Set to make the timer service look at the store's deadlines again.
         self.timer_kick = anyio.Event()
+        #: Runs being claimed for a wake-up right now: one waker at a time, so
+        #: a stale read can never start a second activation of a run.
+        self._waking: set[str] = set()
+        #: Ids of messages this runtime posted and already delivered, so the
+        #: wake service does not deliver them a second time.
+        self.posted: set[int] = set()
 
     # -- lifecycle ---------------------------------------------------------
     async def __aenter__(self) -> Runtime:
@@ -263,23 +270,33 @@ class Runtime:
             dead_owners=dead,
         )
 
-    async def wake(self, run_id: str, topic: str | None = None) -> None:
+    async def wake(
+        self, run_id: str, topic: str | None = None, record: RunRecord | None = None
+    ) -> None:
         """Something arrived for ``run_id``: poke its actor, or rehydrate it here.
 
-        ``topic`` is the message's topic (``None`` for a deadline).
+        ``topic`` is the message's topic (``None`` for a deadline); ``record``
+        saves a read when the caller has just read the run.
         """
         actor = self._directory.live.get(run_id)
         if actor is not None:
             actor.poke()
             return
-        record = await self.store.get_run(run_id)
-        if record is None or record.status not in ("waiting", "sleeping"):
-            return
-        if topic is not None and topic not in (record.wait_topics or "").split(","):
-            return  # kept for a later wait on that topic
-        claimed = await self.claim_for_wake(record)
-        if claimed is not None:
-            self._activate(claimed)
+        if run_id in self._waking:
+            return  # another waker is claiming it; the activation reads the store
+        self._waking.add(run_id)
+        try:
+            if record is None:
+                record = await self.store.get_run(run_id)
+            if record is None or record.status not in ("waiting", "sleeping"):
+                return
+            if topic is not None and topic not in (record.wait_topics or "").split(","):
+                return  # kept for a later wait on that topic
+            claimed = await self.claim_for_wake(record)
+            if claimed is not None and run_id not in self._directory.live:
+                self._activate(claimed)
+        finally:
+            self._waking.discard(run_id)
 
     # -- public API ----------------------------------------------------------
     async def start(
@@ -461,7 +478,9 @@ class Runtime:
             Message(0, run_id, topic, payload, self.clock.now(), sender=sender, key=key)
         )
         if created:
-            await self.wake(run_id, topic)
+            if len(self.posted) < _POSTED_MAX:
+                self.posted.add(message.id)
+            await self.wake(run_id, topic, record)
         return message.id
 
     async def cancel(self, run_id: str) -> bool:
@@ -556,6 +575,20 @@ def runtime(
     return Runtime(config, flows, clock)
 
 
+#: Bound on remembered local message ids (beyond it, the wake service merely
+#: pokes some runs twice, which is harmless).
+_POSTED_MAX = 100_000
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    # pydantic produced the schema, so it is valid: skip check_schema per message.
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
 def _pending_wait(record: RunRecord) -> WaitInfo | None:
     info = wait_info(record.wait)
     if info is None:
@@ -574,13 +607,11 @@ def _check_against_wait(record: RunRecord, topic: str, payload: bytes) -> None:
     info = wait_info(record.wait)
     if info is None or info.get("topic") != topic or not info.get("schema"):
         return
-    import jsonschema  # only when a message meets a pending wait
-
-    try:
-        jsonschema.validate(json.loads(payload), info["schema"])
-    except jsonschema.ValidationError as exc:
-        where = "/".join(str(p) for p in exc.absolute_path) or "the value"
+    schema_json = json.dumps(info["schema"], sort_keys=True)
+    error = next(iter(_validator(schema_json).iter_errors(json.loads(payload))), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "the value"
         raise InvalidMessage(
             f"message for run {record.id} does not fit its wait on topic {topic!r}: "
-            f"{where}: {exc.message}. Expected JSON Schema: {json.dumps(info['schema'])}"
-        ) from None
+            f"{where}: {error.message}. Expected JSON Schema: {schema_json}"
+        )

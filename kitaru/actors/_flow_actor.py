@@ -162,7 +162,7 @@ class FlowActor:
         if self.scope is not None:
             self.scope.cancel()
 
-    async def execute(self) -> Outcome:
+    async def execute(self) -> Outcome | None:
         """Run the flow once from the top; return what became of it."""
         self.poked = False
         self.evict_requested = False
@@ -178,7 +178,7 @@ class FlowActor:
                 return Evicted()
         return Cancelled()
 
-    async def _execute(self) -> Outcome:
+    async def _execute(self) -> Outcome | None:
         rt = self.runtime
         live_args, self.live_args = self.live_args, None
         if live_args is not None:
@@ -213,7 +213,7 @@ class FlowActor:
             return self._swallowed(None)
         return await self._complete(result)
 
-    async def _continue(self, sig: ContinueAsNew) -> Outcome:
+    async def _continue(self, sig: ContinueAsNew) -> Outcome | None:
         try:
             data = self.flow.encode_input(sig.args_, sig.kwargs_)
         except Exception as exc:
@@ -261,7 +261,7 @@ class FlowActor:
             body, limiter=self.runtime.flow_threads, abandon_on_cancel=True
         )
 
-    async def _complete(self, result: Any) -> Outcome:
+    async def _complete(self, result: Any) -> Outcome | None:
         rt = self.runtime
         try:
             data = self.flow.output_codec.dump(result, what=f"flow {self.flow.name!r}")
@@ -277,12 +277,12 @@ class FlowActor:
             release=True,
         )
         if not await rt.store.record((), patch):
-            return Cancelled()
+            return await self._superseded()
         # What a reader of the stored output gets, so callers in this process
         # and in others see the same value.
         return Completed(self.flow.output_codec.load(data, what=f"flow {self.flow.name!r}"))
 
-    async def _fail(self, exc: BaseException) -> Outcome:
+    async def _fail(self, exc: BaseException) -> Outcome | None:
         patch = RunPatch(
             self.run_id,
             updated_at=time.time(),
@@ -292,5 +292,12 @@ class FlowActor:
             release=True,
         )
         if not await self.runtime.store.record((), patch):
-            return Cancelled()
+            return await self._superseded()
         return Failed(exc)
+
+    async def _superseded(self) -> Outcome | None:
+        """The run left the active statuses under us: cancelled, or finished elsewhere."""
+        record = await self.runtime.store.get_run(self.run_id)
+        if record is not None and record.status == "cancelled":
+            return Cancelled()
+        return None  # another activation finished it: the store has the outcome

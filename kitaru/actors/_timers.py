@@ -85,9 +85,15 @@ async def wake_service(runtime: Runtime) -> None:
                     messages = await store.messages_after(last_id, limit=_BATCH)
                     for message in messages:
                         last_id = max(last_id, message.id)
+                        if message.id in runtime.posted:
+                            runtime.posted.discard(message.id)  # delivered when posted
+                            continue
                         await runtime.wake(message.run_id, message.topic)
                     if len(messages) < _BATCH:
                         break
+                # Local ids at or below what the store has shown us were either
+                # skipped above or consumed before we looked: forget them.
+                runtime.posted.difference_update([i for i in runtime.posted if i <= last_id])
         except StorageError as exc:
             log.warning("wake service: %s; retrying", exc)
         await anyio.sleep(runtime.config.poll_interval)

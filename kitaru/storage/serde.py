@@ -30,7 +30,7 @@ _CONFIG = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
 class Codec:
     """Encoder/decoder for one annotation."""
 
-    __slots__ = ("_adapter", "annotation", "exact", "is_any")
+    __slots__ = ("_adapter", "_schema", "annotation", "exact", "is_any")
 
     def __init__(self, annotation: Any) -> None:
         self.annotation = annotation
@@ -38,6 +38,7 @@ class Codec:
         #: For these annotations a value of exactly that type survives the JSON
         #: round trip unchanged, so the live value can be handed back as is.
         self.exact = annotation if annotation in _EXACT else None
+        self._schema: dict[str, Any] | None = None
         try:
             try:
                 self._adapter: TypeAdapter[Any] = TypeAdapter(annotation, config=_CONFIG)
@@ -75,8 +76,9 @@ class Codec:
 
     def json_schema(self) -> dict[str, Any]:
         """JSON Schema of the annotation (for waits and the HTTP API)."""
-        schema: dict[str, Any] = self._adapter.json_schema()
-        return schema
+        if self._schema is None:
+            self._schema = self._adapter.json_schema()
+        return self._schema
 
 
 #: What a value is, for error messages: a string, or a function that builds it
