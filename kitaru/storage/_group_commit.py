@@ -37,7 +37,8 @@ def run_in_connection(
 
     aiosqlite's public API makes one thread hop per statement; its private
     ``Connection._execute(fn)`` is the only way to run several statements plus
-    ``COMMIT`` in a single hop, so every use of it goes through this helper.
+    ``COMMIT`` in a single hop (and to build records from rows off the event
+    loop), so every use of that private method goes through this helper.
     """
     execute = cast("Callable[[Callable[[], T]], Awaitable[T]]", conn._execute)
     return execute(lambda: fn(conn._conn))
@@ -180,32 +181,42 @@ def _fail(ops: Sequence[_Op[Any]], exc: BaseException) -> None:
 
 
 def _commit_batch(conn: sqlite3.Connection, ops: Sequence[_Op[Any]]) -> bool:
-    """Commit all ops in one transaction; on failure, one transaction each.
+    """Commit all ops in one transaction; if one raises, one transaction each.
 
-    Returns whether the batch fell back to one transaction per op.
+    Returns whether the batch fell back to one transaction per op. A failing
+    ``BEGIN`` or ``COMMIT`` is nobody's op in particular: it propagates, and
+    every op of the batch fails with it (re-running would only wait on the
+    same lock again, once per op).
     """
+    _begin(conn)
     try:
-        _begin(conn)
         results = [op.fn(conn) for op in ops]
-        conn.execute("COMMIT")
     except Exception as exc:
         _rollback(conn)
         if len(ops) == 1:  # re-running a lone op would only fail again
             ops[0].error = exc
             return False
-    else:
-        for op, result in zip(ops, results, strict=True):
-            op.result = result
-        return False
-    for op in ops:
+        _one_by_one(conn, ops)
+        return True
+    _commit(conn)
+    for op, result in zip(ops, results, strict=True):
+        op.result = result
+    return False
+
+
+def _one_by_one(conn: sqlite3.Connection, ops: Sequence[_Op[Any]]) -> None:
+    for index, op in enumerate(ops):
         try:
             _begin(conn)
+        except Exception as exc:  # the database refuses transactions: fail the rest alike
+            _fail(ops[index:], exc)
+            return
+        try:
             op.result = op.fn(conn)
-            conn.execute("COMMIT")
+            _commit(conn)
         except Exception as exc:
             _rollback(conn)
             op.error = exc
-    return True
 
 
 def _begin(conn: sqlite3.Connection) -> None:
@@ -213,6 +224,14 @@ def _begin(conn: sqlite3.Connection) -> None:
     # reads before it writes can hit SQLITE_BUSY (which busy_timeout does not
     # retry) when another process committed in between.
     conn.execute("BEGIN IMMEDIATE")
+
+
+def _commit(conn: sqlite3.Connection) -> None:
+    try:
+        conn.execute("COMMIT")
+    except BaseException:
+        _rollback(conn)
+        raise
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

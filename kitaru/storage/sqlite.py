@@ -13,65 +13,27 @@ from __future__ import annotations
 
 import sqlite3
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import fields
-from operator import attrgetter
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Literal, TypeVar
 
 import aiosqlite
 import anyio
 
 from kitaru._errors import ConfigurationError, StorageError
 
+from . import _sqlite_ops as ops
 from ._group_commit import GroupCommitStatistics, GroupCommitter, run_in_connection
 from ._migrations.sqlite import current_version, migrate
 from ._url import scheme_of
-from .base import ACTIVE_STATUSES, JournalEntry, RunPatch, RunRecord
+from .base import JournalEntry, Message, RunPatch, RunRecord
 
 __all__ = ("SQLiteStore",)
 
 T = TypeVar("T")
 
 _BUSY_TIMEOUT_MS = 5000
-
-_RUN_COLUMNS = tuple(f.name for f in fields(RunRecord))
-_ENTRY_COLUMNS = tuple(f.name for f in fields(JournalEntry))
-_run_values = attrgetter(*_RUN_COLUMNS)
-_entry_values = attrgetter(*_ENTRY_COLUMNS)
-
-
-def _marks(count: int) -> str:
-    return ", ".join("?" * count)
-
-
-_ACTIVE = f"status IN ({_marks(len(ACTIVE_STATUSES))})"
-_SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
-_GET_RUN = f"{_SELECT_RUN} WHERE id = ?"
-_INSERT_RUN = (
-    f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({_marks(len(_RUN_COLUMNS))}) "
-    "ON CONFLICT (id) DO NOTHING"
-)
-# A completed entry is final: the upsert leaves it alone, anything else is replaced.
-_UPSERT_ENTRY = (
-    f"INSERT INTO journal ({', '.join(_ENTRY_COLUMNS)}) VALUES ({_marks(len(_ENTRY_COLUMNS))}) "
-    "ON CONFLICT (run_id, position) DO UPDATE SET "
-    + ", ".join(f"{c} = excluded.{c}" for c in _ENTRY_COLUMNS[2:])
-    + " WHERE journal.status != 'completed'"
-)
-_LOAD_JOURNAL = (
-    f"SELECT {', '.join(_ENTRY_COLUMNS)} FROM journal WHERE run_id = ? ORDER BY position"
-)
-_PATCH_RUN = (
-    "UPDATE runs SET updated_at = ?, status = COALESCE(?, status), "
-    "output = COALESCE(?, output), output_ref = COALESCE(?, output_ref), "
-    "error = COALESCE(?, error), error_info = COALESCE(?, error_info), "
-    "owner = CASE WHEN ? THEN NULL ELSE owner END, "
-    "lease_until = CASE WHEN ? THEN NULL ELSE lease_until END "
-    "WHERE id = ? AND status IN ({expect})"
-)
-_OWNERS = f"SELECT DISTINCT owner FROM runs WHERE owner IS NOT NULL AND {_ACTIVE} ORDER BY owner"
 
 
 def _sqlite_path(url: str) -> Path:
@@ -154,7 +116,11 @@ class SQLiteStore:
                 await anyio.Path(self.path.parent).mkdir(parents=True, exist_ok=True)
             with self._wrap("open"):
                 writer = await self._connect(opened)
-                await run_in_connection(writer, self._prepare_writer)
+                # A plain function, not a bound method: aiosqlite's worker thread keeps
+                # its last callable alive, and a reference to self would keep an
+                # unclosed store from ever being collected (and warned about).
+                where = str(self.path)
+                await run_in_connection(writer, lambda conn: _prepare_writer(conn, where))
                 reader = await self._connect(opened)
                 await run_in_connection(reader, _prepare_reader)
         except BaseException:
@@ -192,12 +158,11 @@ class SQLiteStore:
             return GroupCommitStatistics(0, 0, 0)
         return self._committer.statistics()
 
-    # -- reads (reader connection) ------------------------------------------------
+    # -- reads: the reader connection -------------------------------------------------
 
     async def get_run(self, run_id: str) -> RunRecord | None:
         """Return the run, or ``None`` if there is no such run."""
-        rows = await self._read("read a run", _GET_RUN, (run_id,))
-        return next((RunRecord(*row) for row in rows), None)
+        return await self._read("read a run", lambda c: ops.get_run(c, run_id))
 
     async def list_runs(
         self,
@@ -207,13 +172,11 @@ class SQLiteStore:
         limit: int = 100,
     ) -> list[RunRecord]:
         """Runs matching the filters, newest first."""
-        sql, params = _list_runs_query(status, flow, limit)
-        return [RunRecord(*row) for row in await self._read("list runs", sql, params)]
+        return await self._read("list runs", lambda c: ops.list_runs(c, status, flow, limit))
 
     async def load_journal(self, run_id: str) -> list[JournalEntry]:
         """The run's journal ordered by position."""
-        rows = await self._read("load a journal", _LOAD_JOURNAL, (run_id,))
-        return [JournalEntry(*row) for row in rows]
+        return await self._read("load a journal", lambda c: ops.load_journal(c, run_id))
 
     async def orphans(
         self,
@@ -223,37 +186,50 @@ class SQLiteStore:
         dead_owners: Sequence[str] = (),
         limit: int = 1000,
     ) -> list[str]:
-        """Ids of active runs of ``flows`` that could be claimed right now, oldest first."""
-        if not flows:
-            self._open_parts()
-            return []
-        sql = (
-            f"SELECT id FROM runs WHERE flow IN ({_marks(len(flows))}) AND {_ACTIVE} "
-            f"AND {_claimable_clause(len(dead_owners), own=False)} "
-            "ORDER BY created_at, id LIMIT ?"
+        """Ids of ``running`` runs of ``flows`` that could be claimed now, oldest first."""
+        flows, dead = tuple(flows), tuple(dead_owners)
+        return await self._read(
+            "find orphaned runs", lambda c: ops.orphans(c, flows, now, dead, limit)
         )
-        params = (*flows, *ACTIVE_STATUSES, *dead_owners, now, limit)
-        return [row[0] for row in await self._read("find orphaned runs", sql, params)]
+
+    async def due(
+        self,
+        flows: Sequence[str],
+        *,
+        now: float,
+        dead_owners: Sequence[str] = (),
+        limit: int = 1000,
+    ) -> list[str]:
+        """Suspended runs of ``flows`` nobody live hosts whose ``wake_at`` has passed."""
+        flows, dead = tuple(flows), tuple(dead_owners)
+        return await self._read("find due runs", lambda c: ops.due(c, flows, now, dead, limit))
+
+    async def next_wake(self, flows: Sequence[str], *, now: float) -> float | None:
+        """The earliest ``wake_at`` among suspended runs of ``flows`` nobody hosts."""
+        flows = tuple(flows)
+        return await self._read("find the next deadline", lambda c: ops.next_wake(c, flows, now))
 
     async def owners(self) -> list[str]:
         """Distinct owners currently holding the lease of an active run."""
-        rows = await self._read("list lease owners", _OWNERS, ACTIVE_STATUSES)
-        return [row[0] for row in rows]
+        return await self._read("list lease owners", ops.owners)
 
-    # -- mutations (writer connection, group-committed) ---------------------------
+    async def next_message(self, run_id: str, topic: str) -> Message | None:
+        """The oldest unconsumed message of ``run_id`` on ``topic``."""
+        return await self._read("read a message", lambda c: ops.next_message(c, run_id, topic))
+
+    async def messages_after(self, after_id: int, limit: int = 1000) -> list[Message]:
+        """Unconsumed messages with an id above ``after_id``, oldest first."""
+        return await self._read("list messages", lambda c: ops.messages_after(c, after_id, limit))
+
+    async def change_token(self) -> int:
+        """A number that changes whenever any connection, in any process, committed."""
+        return await self._read("check for changes", ops.change_token)
+
+    # -- mutations: the writer connection, group-committed ----------------------------
 
     async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
         """Insert ``run`` unless a run with its id exists; returns (stored, created)."""
-        values = _run_values(run)
-
-        def op(conn: sqlite3.Connection) -> tuple[RunRecord, bool]:
-            if conn.execute(_INSERT_RUN, values).rowcount == 1:
-                return run, True
-            existing = _fetch_run(conn, run.id)
-            assert existing is not None  # the insert conflicted on this id
-            return existing, False
-
-        return await self._write("create a run", op)
+        return await self._write("create a run", lambda c: ops.create_run(c, run))
 
     async def record(self, entries: Sequence[JournalEntry], patch: RunPatch | None = None) -> bool:
         """Atomically write journal entries (never over a completed one) and apply ``patch``.
@@ -264,32 +240,12 @@ class SQLiteStore:
         Raises:
             StorageError: an entry belongs to a run that does not exist.
         """
-        rows = [_entry_values(entry) for entry in entries]
-        run_ids = list(dict.fromkeys(entry.run_id for entry in entries))
-
-        def op(conn: sqlite3.Connection) -> bool:
-            if patch is not None:
-                found = conn.execute("SELECT status FROM runs WHERE id = ?", (patch.run_id,))
-                row = found.fetchone()
-                if row is None or row[0] not in patch.expect:
-                    return False
-            for run_id in run_ids:
-                if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
-                    raise StorageError(f"cannot record a journal entry for unknown run {run_id}")
-            conn.executemany(_UPSERT_ENTRY, rows)
-            if patch is not None:
-                _patch_run(conn, patch)
-            return True
-
-        return await self._write("record journal entries", op)
+        entries = tuple(entries)
+        return await self._write("record journal entries", lambda c: ops.record(c, entries, patch))
 
     async def update_run(self, patch: RunPatch) -> RunRecord | None:
         """Apply ``patch`` if the run's status is in ``patch.expect``; else ``None``."""
-
-        def op(conn: sqlite3.Connection) -> RunRecord | None:
-            return _fetch_run(conn, patch.run_id) if _patch_run(conn, patch) else None
-
-        return await self._write("update a run", op)
+        return await self._write("update a run", lambda c: ops.update_run(c, patch))
 
     async def claim(
         self,
@@ -301,40 +257,44 @@ class SQLiteStore:
         dead_owners: Sequence[str] = (),
     ) -> RunRecord | None:
         """Take the lease of an active run that nobody live holds; else ``None``."""
-        sql = (
-            f"UPDATE runs SET owner = ?, lease_until = ? WHERE id = ? AND {_ACTIVE} "
-            f"AND {_claimable_clause(len(dead_owners), own=True)}"
+        dead = tuple(dead_owners)
+        return await self._write(
+            "claim a run", lambda c: ops.claim(c, run_id, owner, now, lease_until, dead)
         )
-        params = (owner, lease_until, run_id, *ACTIVE_STATUSES, owner, *dead_owners, now)
-
-        def op(conn: sqlite3.Connection) -> RunRecord | None:
-            return _fetch_run(conn, run_id) if conn.execute(sql, params).rowcount else None
-
-        return await self._write("claim a run", op)
 
     async def renew_leases(self, owner: str, lease_until: float) -> int:
         """Extend every lease ``owner`` holds; returns how many."""
-
-        def op(conn: sqlite3.Connection) -> int:
-            sql = "UPDATE runs SET lease_until = ? WHERE owner = ?"
-            return conn.execute(sql, (lease_until, owner)).rowcount
-
-        return await self._write("renew leases", op)
+        return await self._write("renew leases", lambda c: ops.renew_leases(c, owner, lease_until))
 
     async def release(self, owner: str, run_ids: Sequence[str] | None = None) -> None:
         """Give up ``owner``'s leases (all of them when ``run_ids`` is ``None``)."""
-        ids = None if run_ids is None else [(owner, run_id) for run_id in run_ids]
+        ids = None if run_ids is None else tuple(run_ids)
+        await self._write("release leases", lambda c: ops.release(c, owner, ids))
 
-        def op(conn: sqlite3.Connection) -> None:
-            sql = "UPDATE runs SET owner = NULL, lease_until = NULL WHERE owner = ?"
-            if ids is None:
-                conn.execute(sql, (owner,))
-            else:
-                conn.executemany(f"{sql} AND id = ?", ids)
+    async def post(self, message: Message) -> tuple[Message, bool]:
+        """Put ``message`` in its run's mailbox, unless its key was seen for the run.
 
-        await self._write("release leases", op)
+        Returns the stored message (with its id) and whether this call stored it.
+        """
+        return await self._write("post a message", lambda c: ops.post(c, message))
 
-    # -- plumbing -----------------------------------------------------------------
+    async def consume(
+        self, message_id: int, entry: JournalEntry | None, patch: RunPatch | None
+    ) -> bool:
+        """Atomically mark a message consumed, record ``entry`` and apply ``patch``.
+
+        Returns ``False`` (writing nothing) if the message was consumed already
+        or the patch's status expectation does not hold.
+        """
+        return await self._write(
+            "consume a message", lambda c: ops.consume(c, message_id, entry, patch)
+        )
+
+    async def reset_journal(self, patch: RunPatch) -> bool:
+        """Delete the run's journal and apply ``patch``, if the run's status matches."""
+        return await self._write("reset a journal", lambda c: ops.reset_journal(c, patch))
+
+    # -- plumbing -------------------------------------------------------------------
 
     async def _connect(self, opened: list[aiosqlite.Connection]) -> aiosqlite.Connection:
         # isolation_level=None: the group committer issues BEGIN/COMMIT itself.
@@ -343,15 +303,6 @@ class SQLiteStore:
         )
         opened.append(conn)
         return conn
-
-    def _prepare_writer(self, conn: sqlite3.Connection) -> None:
-        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS:d}")
-        # Read-only probe first: a foreign, corrupt or too-new file fails here,
-        # before journal_mode (which writes the header) touches it.
-        current_version(conn, str(self.path))
-        conn.execute("PRAGMA journal_mode = WAL").fetchone()
-        conn.execute("PRAGMA synchronous = NORMAL")
-        migrate(conn, str(self.path))
 
     def _open_parts(self) -> tuple[GroupCommitter, aiosqlite.Connection]:
         if self._state != "open" or self._committer is None or self._reader is None:
@@ -363,10 +314,11 @@ class SQLiteStore:
             )
         return self._committer, self._reader
 
-    async def _read(self, action: str, sql: str, params: Sequence[Any]) -> Iterable[sqlite3.Row]:
+    async def _read(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # One hop per read, and rows become records on the worker thread, not the loop.
         reader = self._open_parts()[1]
         with self._wrap(action):
-            return await reader.execute_fetchall(sql, params)
+            return await run_in_connection(reader, fn)
 
     async def _write(self, action: str, op: Callable[[sqlite3.Connection], T]) -> T:
         committer = self._open_parts()[0]
@@ -416,60 +368,19 @@ def _explain(path: Path, action: str, exc: BaseException) -> str:
     return f"{head}. If it persists, move the database aside or point KITARU_STORE elsewhere"
 
 
-def _list_runs_query(
-    status: str | None, flow: str | None, limit: int
-) -> tuple[str, tuple[Any, ...]]:
-    """SQL for :meth:`SQLiteStore.list_runs`; every filter combination uses an index."""
-    where: list[str] = []
-    params: list[Any] = []
-    if status is not None:
-        where.append("status = ?")
-        params.append(status)
-    if flow is not None:
-        where.append("flow = ?")
-        params.append(flow)
-    clause = f" WHERE {' AND '.join(where)}" if where else ""
-    sql = f"{_SELECT_RUN}{clause} ORDER BY created_at DESC, id DESC LIMIT ?"
-    return sql, (*params, limit)
-
-
-def _claimable_clause(dead: int, *, own: bool) -> str:
-    # Mirrors memory._claimable: free, already ours, held by a dead owner, or expired.
-    # A NULL lease_until makes the comparison NULL, i.e. not expired.
-    terms = ["owner IS NULL"]
-    if own:
-        terms.append("owner = ?")
-    if dead:
-        terms.append(f"owner IN ({_marks(dead)})")
-    terms.append("lease_until < ?")
-    return f"({' OR '.join(terms)})"
-
-
 # Everything below runs on a connection's worker thread.
+
+
+def _prepare_writer(conn: sqlite3.Connection, where: str) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS:d}")
+    # Read-only probe first: a foreign, corrupt or too-new file fails here,
+    # before journal_mode (which writes the header) touches it.
+    current_version(conn, where)
+    conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    conn.execute("PRAGMA synchronous = NORMAL")
+    migrate(conn, where)
 
 
 def _prepare_reader(conn: sqlite3.Connection) -> None:
     conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS:d}")
     conn.execute("PRAGMA query_only = ON")  # every write belongs to the group committer
-
-
-def _fetch_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
-    row = conn.execute(_GET_RUN, (run_id,)).fetchone()
-    return None if row is None else RunRecord(*row)
-
-
-def _patch_run(conn: sqlite3.Connection, patch: RunPatch) -> bool:
-    sql = _PATCH_RUN.format(expect=_marks(len(patch.expect)))
-    params = (
-        patch.updated_at,
-        patch.status,
-        patch.output,
-        patch.output_ref,
-        patch.error,
-        patch.error_info,
-        patch.release,
-        patch.release,
-        patch.run_id,
-        *patch.expect,
-    )
-    return conn.execute(sql, params).rowcount > 0

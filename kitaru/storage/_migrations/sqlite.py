@@ -34,6 +34,7 @@ CREATE TABLE runs (
     parent_id TEXT,
     wait BLOB,
     wake_at REAL,
+    wait_topics TEXT,
     input_tokens INTEGER NOT NULL DEFAULT 0,
     output_tokens INTEGER NOT NULL DEFAULT 0,
     cost_usd REAL,
@@ -62,7 +63,29 @@ CREATE TABLE journal (
     metadata BLOB,
     PRIMARY KEY (run_id, position)
 ) WITHOUT ROWID;
+
+-- AUTOINCREMENT: ids are never reused, so a poller's "messages after id N"
+-- cursor stays valid even if old messages are deleted one day.
+CREATE TABLE messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id TEXT NOT NULL,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    created_at REAL NOT NULL,
+    sender TEXT,
+    key TEXT,
+    consumed INTEGER NOT NULL DEFAULT 0
+);
+-- Consumed messages keep their key: a late duplicate must still be dropped.
+CREATE UNIQUE INDEX messages_key ON messages (run_id, key) WHERE key IS NOT NULL;
+CREATE INDEX messages_pending ON messages (run_id, topic, id) WHERE consumed = 0;
 """
+
+_PROBE = (
+    "SELECT (SELECT user_version FROM pragma_user_version), "
+    "(SELECT application_id FROM pragma_application_id), "
+    "EXISTS (SELECT 1 FROM sqlite_master)"
+)
 
 #: DDL scripts in order; the position in this tuple is the schema version.
 MIGRATIONS: tuple[str, ...] = (_V1,)
@@ -80,13 +103,13 @@ def current_version(conn: sqlite3.Connection, where: str) -> int:
         SchemaVersionError: the schema is newer than this kitaru understands.
         sqlite3.DatabaseError: the file is not a SQLite database at all.
     """
-    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
-    app: int = conn.execute("PRAGMA application_id").fetchone()[0]
+    # One statement, so one snapshot: read separately, another process's first
+    # migration could commit in between and make a new kitaru file look foreign.
+    version, app, has_schema = conn.execute(_PROBE).fetchone()
     if app != APPLICATION_ID:
         # kitaru sets both header fields in its first migration, so a database
         # without our mark must be empty: anything else belongs to someone else.
-        foreign = version != 0 or conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchone()
-        if foreign:
+        if version != 0 or has_schema:
             raise StorageError(
                 f"{where} is not a kitaru SQLite database (it holds another application's "
                 f"data, application_id={app}, user_version={version}); move it aside or "
@@ -98,7 +121,7 @@ def current_version(conn: sqlite3.Connection, where: str) -> int:
             f"to {len(MIGRATIONS)}: a newer kitaru wrote it. Upgrade kitaru "
             "(pip install -U kitaru), or point KITARU_STORE at another database."
         )
-    return version
+    return int(version)
 
 
 def migrate(conn: sqlite3.Connection, where: str) -> int:

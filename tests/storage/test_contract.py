@@ -1,0 +1,608 @@
+"""The run store contract: every backend must pass this whole module unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from kitaru._errors import StorageError
+from kitaru.storage import JournalEntry, RunPatch, RunRecord, RunStore
+from kitaru.storage.base import Message
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_700_000_000.0
+
+
+def make_run(run_id: str, **changes: Any) -> RunRecord:
+    fields: dict[str, Any] = {
+        "id": run_id,
+        "flow": "flow",
+        "status": "running",
+        "created_at": T0,
+        "updated_at": T0,
+    }
+    fields.update(changes)
+    return RunRecord(**fields)
+
+
+def make_entry(run_id: str, position: int, **changes: Any) -> JournalEntry:
+    fields: dict[str, Any] = {
+        "run_id": run_id,
+        "position": position,
+        "name": "step",
+        "kind": "checkpoint",
+        "status": "completed",
+        "attempts": 1,
+        "started_at": T0 + position,
+        "duration_s": 0.25,
+        "value": b"null",
+    }
+    fields.update(changes)
+    return JournalEntry(**fields)
+
+
+async def add(store: RunStore, *runs: RunRecord) -> None:
+    for run in runs:
+        assert (await store.create_run(run))[1]
+
+
+# -- create_run / get_run -------------------------------------------------------
+
+
+async def test_create_run_returns_the_stored_record(store: RunStore) -> None:
+    run = make_run("r1")
+    assert await store.create_run(run) == (run, True)
+    assert await store.get_run("r1") == run
+
+
+async def test_create_run_is_idempotent_and_keeps_the_first_record(store: RunStore) -> None:
+    first = make_run("r1", flow="a")
+    await store.create_run(first)
+    stored, created = await store.create_run(make_run("r1", flow="b", status="waiting"))
+    assert not created
+    assert stored == first
+    assert await store.get_run("r1") == first
+
+
+async def test_every_run_field_round_trips(store: RunStore) -> None:
+    run = RunRecord(
+        id="r1",
+        flow="flow",
+        status="waiting",
+        created_at=T0,
+        updated_at=T0 + 1.5,
+        input=b'{"x": 1}',
+        output=b'"out"',
+        output_ref="sha256:abc",
+        error="ValueError: bad",
+        error_info=b'{"type": "builtins.ValueError"}',
+        owner="worker-1",
+        lease_until=T0 + 30,
+        replay_of="r0",
+        parent_id="p0",
+        wait=b'{"topic": "approve"}',
+        wake_at=T0 + 60,
+        input_tokens=12,
+        output_tokens=34,
+        cost_usd=0.0125,
+        metadata=b'{"k": "v"}',
+    )
+    await store.create_run(run)
+    assert await store.get_run("r1") == run
+
+
+async def test_get_run_of_unknown_id_is_none(store: RunStore) -> None:
+    assert await store.get_run("missing") is None
+
+
+# -- list_runs --------------------------------------------------------------------
+
+
+async def test_list_runs_is_newest_first_with_id_breaking_ties(store: RunStore) -> None:
+    await add(
+        store,
+        make_run("b", created_at=T0 + 1),
+        make_run("c", created_at=T0 + 1),
+        make_run("a", created_at=T0 + 2),
+        make_run("d", created_at=T0),
+    )
+    assert [r.id for r in await store.list_runs()] == ["a", "c", "b", "d"]
+
+
+async def test_list_runs_filters_by_status_and_flow(store: RunStore) -> None:
+    await add(
+        store,
+        make_run("1", flow="x", status="running", created_at=T0 + 1),
+        make_run("2", flow="x", status="completed", created_at=T0 + 2),
+        make_run("3", flow="y", status="running", created_at=T0 + 3),
+        make_run("4", flow="y", status="failed", created_at=T0 + 4),
+    )
+    assert [r.id for r in await store.list_runs(status="running")] == ["3", "1"]
+    assert [r.id for r in await store.list_runs(flow="x")] == ["2", "1"]
+    assert [r.id for r in await store.list_runs(status="running", flow="y")] == ["3"]
+    assert await store.list_runs(status="waiting") == []
+    assert await store.list_runs(flow="z") == []
+
+
+async def test_list_runs_limit_keeps_the_newest(store: RunStore) -> None:
+    await add(store, *(make_run(f"r{i}", created_at=T0 + i) for i in range(5)))
+    assert [r.id for r in await store.list_runs(limit=2)] == ["r4", "r3"]
+    assert await store.list_runs(limit=0) == []
+
+
+# -- journal ----------------------------------------------------------------------
+
+
+async def test_journal_is_ordered_by_position(store: RunStore) -> None:
+    await add(store, make_run("r1"), make_run("r2"))
+    await store.record([make_entry("r1", 2), make_entry("r1", 0)])
+    await store.record([make_entry("r2", 0), make_entry("r1", 1)])
+    assert [e.position for e in await store.load_journal("r1")] == [0, 1, 2]
+    assert await store.load_journal("r2") == [make_entry("r2", 0)]
+
+
+async def test_journal_of_unknown_or_new_run_is_empty(store: RunStore) -> None:
+    await add(store, make_run("r1"))
+    assert await store.load_journal("r1") == []
+    assert await store.load_journal("missing") == []
+
+
+async def test_every_entry_field_round_trips(store: RunStore) -> None:
+    await add(store, make_run("r1"))
+    entry = JournalEntry(
+        run_id="r1",
+        position=7,
+        name="fetch",
+        kind="llm",
+        status="failed",
+        attempts=3,
+        started_at=T0 + 0.125,
+        duration_s=None,
+        value=None,
+        ref="sha256:def",
+        error=b'{"type": "builtins.TimeoutError"}',
+        metadata=b'{"tokens": 3}',
+    )
+    assert await store.record([entry]) is True
+    assert await store.load_journal("r1") == [entry]
+
+
+async def test_completed_entry_is_never_replaced(store: RunStore) -> None:
+    await add(store, make_run("r1"))
+    first = make_entry("r1", 0, value=b"1")
+    await store.record([first])
+    assert await store.record([make_entry("r1", 0, value=b"2")]) is True
+    assert await store.record([make_entry("r1", 0, status="failed", value=None)]) is True
+    assert await store.load_journal("r1") == [first]
+
+
+@pytest.mark.parametrize("earlier", ["failed", "running"])
+async def test_unfinished_entry_is_replaced(store: RunStore, earlier: str) -> None:
+    await add(store, make_run("r1"))
+    await store.record([make_entry("r1", 0, status=earlier, attempts=1, value=None)])
+    final = make_entry("r1", 0, attempts=2, value=b"42")
+    await store.record([final])
+    assert await store.load_journal("r1") == [final]
+
+
+async def test_record_for_unknown_run_raises(store: RunStore) -> None:
+    with pytest.raises(StorageError, match="unknown run"):
+        await store.record([make_entry("missing", 0)])
+    assert await store.load_journal("missing") == []
+
+
+async def test_record_with_patch_writes_both(store: RunStore) -> None:
+    await add(store, make_run("r1", owner="w", lease_until=T0 + 9))
+    patch = RunPatch("r1", updated_at=T0 + 5, status="completed", output=b"1", release=True)
+    assert await store.record([make_entry("r1", 0)], patch) is True
+    assert await store.load_journal("r1") == [make_entry("r1", 0)]
+    run = await store.get_run("r1")
+    assert run == make_run("r1", status="completed", output=b"1", updated_at=T0 + 5)
+
+
+async def test_record_with_patch_only(store: RunStore) -> None:
+    await add(store, make_run("r1"))
+    assert await store.record([], RunPatch("r1", updated_at=T0 + 1, status="waiting"))
+    run = await store.get_run("r1")
+    assert run is not None
+    assert run.status == "waiting"
+
+
+async def test_record_with_unmatched_patch_writes_nothing(store: RunStore) -> None:
+    await add(store, make_run("r1", status="cancelled"))
+    patch = RunPatch("r1", updated_at=T0 + 5, status="completed")
+    assert await store.record([make_entry("r1", 0)], patch) is False
+    assert await store.load_journal("r1") == []
+    assert await store.get_run("r1") == make_run("r1", status="cancelled")
+
+
+async def test_record_with_patch_of_unknown_run_writes_nothing(store: RunStore) -> None:
+    await add(store, make_run("r1"))
+    patch = RunPatch("missing", updated_at=T0 + 5, status="completed")
+    assert await store.record([make_entry("r1", 0)], patch) is False
+    assert await store.load_journal("r1") == []
+
+
+# -- update_run -------------------------------------------------------------------
+
+
+async def test_update_run_changes_only_given_fields(store: RunStore) -> None:
+    run = make_run("r1", output=b"old", error="E: x", owner="w", lease_until=T0 + 9)
+    await add(store, run)
+    patch = RunPatch("r1", updated_at=T0 + 3, status="failed", error_info=b"{}")
+    updated = await store.update_run(patch)
+    expected = dataclasses.replace(run, updated_at=T0 + 3, status="failed", error_info=b"{}")
+    assert updated == expected
+    assert await store.get_run("r1") == expected
+
+
+async def test_update_run_release_clears_owner_and_lease(store: RunStore) -> None:
+    await add(store, make_run("r1", owner="w", lease_until=T0 + 9))
+    updated = await store.update_run(RunPatch("r1", updated_at=T0 + 1, release=True))
+    assert updated == make_run("r1", updated_at=T0 + 1)
+
+
+async def test_update_run_respects_expect(store: RunStore) -> None:
+    await add(store, make_run("r1", status="completed"))
+    assert await store.update_run(RunPatch("r1", updated_at=T0 + 1, status="failed")) is None
+    assert await store.get_run("r1") == make_run("r1", status="completed")
+    patch = RunPatch("r1", updated_at=T0 + 1, output=b"2", expect=("completed",))
+    updated = await store.update_run(patch)
+    assert updated == make_run("r1", status="completed", output=b"2", updated_at=T0 + 1)
+    nothing = RunPatch("r1", updated_at=T0 + 2, status="failed", expect=())
+    assert await store.update_run(nothing) is None
+
+
+async def test_update_run_of_unknown_run_is_none(store: RunStore) -> None:
+    assert await store.update_run(RunPatch("missing", updated_at=T0)) is None
+
+
+# -- claim ------------------------------------------------------------------------
+
+
+async def test_claim_free_run(store: RunStore) -> None:
+    await add(store, make_run("r1"))
+    claimed = await store.claim("r1", "me", now=T0, lease_until=T0 + 30)
+    assert claimed == make_run("r1", owner="me", lease_until=T0 + 30)
+    assert await store.get_run("r1") == claimed
+
+
+async def test_claim_own_run_extends_the_lease(store: RunStore) -> None:
+    await add(store, make_run("r1", owner="me", lease_until=T0 + 30))
+    claimed = await store.claim("r1", "me", now=T0, lease_until=T0 + 60)
+    assert claimed == make_run("r1", owner="me", lease_until=T0 + 60)
+
+
+async def test_claim_from_dead_owner(store: RunStore) -> None:
+    await add(store, make_run("r1", owner="dead", lease_until=T0 + 30))
+    claimed = await store.claim("r1", "me", now=T0, lease_until=T0 + 30, dead_owners=["dead"])
+    assert claimed is not None
+    assert claimed.owner == "me"
+
+
+async def test_claim_after_lease_expired(store: RunStore) -> None:
+    await add(store, make_run("r1", owner="other", lease_until=T0 - 1))
+    claimed = await store.claim("r1", "me", now=T0, lease_until=T0 + 30)
+    assert claimed == make_run("r1", owner="me", lease_until=T0 + 30)
+
+
+@pytest.mark.parametrize("lease_until", [T0, T0 + 30, None])
+async def test_claim_refused_while_live_owner_holds_it(
+    store: RunStore, lease_until: float | None
+) -> None:
+    held = make_run("r1", owner="other", lease_until=lease_until)
+    await add(store, held)
+    assert await store.claim("r1", "me", now=T0, lease_until=T0 + 60, dead_owners=["x"]) is None
+    assert await store.get_run("r1") == held
+
+
+@pytest.mark.parametrize("status", ["completed", "failed", "cancelled"])
+async def test_claim_refused_for_terminal_run(store: RunStore, status: str) -> None:
+    await add(store, make_run("r1", status=status))
+    assert await store.claim("r1", "me", now=T0, lease_until=T0 + 30) is None
+    assert await store.get_run("r1") == make_run("r1", status=status)
+
+
+@pytest.mark.parametrize("status", ["running", "waiting", "sleeping"])
+async def test_claim_accepts_every_active_status(store: RunStore, status: str) -> None:
+    await add(store, make_run("r1", status=status))
+    assert await store.claim("r1", "me", now=T0, lease_until=T0 + 30) is not None
+
+
+async def test_claim_of_unknown_run_is_none(store: RunStore) -> None:
+    assert await store.claim("missing", "me", now=T0, lease_until=T0 + 30) is None
+
+
+# -- orphans / owners ---------------------------------------------------------------
+
+
+async def test_orphans_are_claimable_running_runs_of_the_flows(store: RunStore) -> None:
+    await add(
+        store,
+        make_run("free", created_at=T0 + 1),
+        make_run("dead", owner="d", lease_until=T0 + 99, created_at=T0 + 2),
+        make_run("expired", owner="o", lease_until=T0 - 1, created_at=T0 + 3),
+        make_run("live", owner="o", lease_until=T0 + 99, created_at=T0 + 4),
+        make_run("no-lease", owner="o", created_at=T0 + 5),
+        make_run("done", status="completed", created_at=T0 + 6),
+        make_run("other-flow", flow="other", created_at=T0 + 7),
+        # Suspended runs are woken by a message or their deadline, never adopted.
+        make_run("waiting", status="waiting", created_at=T0 + 8),
+        make_run("sleeping", status="sleeping", wake_at=T0 - 5, created_at=T0 + 9),
+    )
+    found = await store.orphans(["flow"], now=T0, dead_owners=["d"])
+    assert sorted(found) == ["dead", "expired", "free"]
+    both = await store.orphans(["flow", "other"], now=T0)
+    assert sorted(both) == ["expired", "free", "other-flow"]
+
+
+async def test_orphans_limit_and_empty_flows(store: RunStore) -> None:
+    await add(store, *(make_run(f"r{i}", created_at=T0 + i) for i in range(5)))
+    found = await store.orphans(["flow"], now=T0, limit=2)
+    assert len(found) == 2
+    assert set(found) <= {f"r{i}" for i in range(5)}
+    assert await store.orphans([], now=T0) == []
+
+
+async def test_owners_are_distinct_holders_of_active_runs(store: RunStore) -> None:
+    await add(
+        store,
+        make_run("1", owner="b", lease_until=T0),
+        make_run("2", owner="a", lease_until=T0),
+        make_run("3", owner="b", status="waiting"),
+        make_run("4", owner="c", status="completed"),
+        make_run("5"),
+    )
+    assert await store.owners() == ["a", "b"]
+
+
+async def test_owners_of_empty_store(store: RunStore) -> None:
+    assert await store.owners() == []
+
+
+# -- renew_leases / release ---------------------------------------------------------
+
+
+async def test_renew_leases_extends_every_lease_of_the_owner(store: RunStore) -> None:
+    await add(
+        store,
+        make_run("1", owner="me", lease_until=T0),
+        make_run("2", owner="me", lease_until=T0 + 5, status="sleeping"),
+        make_run("3", owner="other", lease_until=T0),
+    )
+    assert await store.renew_leases("me", T0 + 60) == 2
+    leases = {r.id: (r.owner, r.lease_until) for r in await store.list_runs()}
+    assert leases == {"1": ("me", T0 + 60), "2": ("me", T0 + 60), "3": ("other", T0)}
+    assert await store.renew_leases("nobody", T0 + 60) == 0
+
+
+async def test_release_all_leases_of_an_owner(store: RunStore) -> None:
+    await add(
+        store,
+        make_run("1", owner="me", lease_until=T0),
+        make_run("2", owner="me", lease_until=T0),
+        make_run("3", owner="other", lease_until=T0),
+    )
+    await store.release("me")
+    leases = {r.id: (r.owner, r.lease_until) for r in await store.list_runs()}
+    assert leases == {"1": (None, None), "2": (None, None), "3": ("other", T0)}
+
+
+async def test_release_named_runs_only(store: RunStore) -> None:
+    await add(
+        store,
+        make_run("1", owner="me", lease_until=T0),
+        make_run("2", owner="me", lease_until=T0),
+        make_run("3", owner="other", lease_until=T0),
+    )
+    await store.release("me", ["1", "3", "missing"])
+    leases = {r.id: (r.owner, r.lease_until) for r in await store.list_runs()}
+    assert leases == {"1": (None, None), "2": ("me", T0), "3": ("other", T0)}
+    await store.release("me", [])
+    assert (await store.get_run("2")) == make_run("2", owner="me", lease_until=T0)
+
+
+# -- update_run: waits and input ------------------------------------------------------
+
+
+async def test_clear_wait_sets_wait_fields_including_none(store: RunStore) -> None:
+    await add(store, make_run("r1", wait=b"{}", wake_at=T0 + 5, wait_topics="a,b"))
+    patch = RunPatch("r1", updated_at=T0 + 1, status="sleeping", clear_wait=True, wake_at=T0 + 9)
+    updated = await store.update_run(patch)
+    expected = make_run("r1", status="sleeping", updated_at=T0 + 1, wake_at=T0 + 9)
+    assert updated == expected
+    assert await store.get_run("r1") == expected
+
+
+async def test_wait_fields_are_left_alone_without_clear_wait(store: RunStore) -> None:
+    await add(store, make_run("r1", wait=b"{}", wake_at=T0 + 5, wait_topics="a"))
+    patch = RunPatch("r1", updated_at=T0 + 1, wait=b"[]", wake_at=T0 + 9, wait_topics="x")
+    updated = await store.update_run(patch)
+    assert updated == make_run("r1", wait=b"{}", wake_at=T0 + 5, wait_topics="a", updated_at=T0 + 1)
+
+
+async def test_patch_replaces_input(store: RunStore) -> None:
+    await add(store, make_run("r1", input=b"1"))
+    updated = await store.update_run(RunPatch("r1", updated_at=T0 + 1, input=b"2"))
+    assert updated == make_run("r1", input=b"2", updated_at=T0 + 1)
+
+
+# -- reset_journal ------------------------------------------------------------------------
+
+
+async def test_reset_journal_drops_entries_and_patches(store: RunStore) -> None:
+    await add(store, make_run("r1"), make_run("r2"))
+    await store.record([make_entry("r1", 0), make_entry("r1", 1), make_entry("r2", 0)])
+    patch = RunPatch("r1", updated_at=T0 + 1, input=b"next")
+    assert await store.reset_journal(patch) is True
+    assert await store.load_journal("r1") == []
+    assert await store.load_journal("r2") == [make_entry("r2", 0)]
+    assert await store.get_run("r1") == make_run("r1", input=b"next", updated_at=T0 + 1)
+    await store.record([make_entry("r1", 0, value=b"fresh")])
+    assert await store.load_journal("r1") == [make_entry("r1", 0, value=b"fresh")]
+
+
+async def test_reset_journal_respects_expect(store: RunStore) -> None:
+    await add(store, make_run("r1", status="completed"))
+    await store.record([make_entry("r1", 0)])
+    assert await store.reset_journal(RunPatch("r1", updated_at=T0 + 1)) is False
+    assert await store.load_journal("r1") == [make_entry("r1", 0)]
+    assert await store.reset_journal(RunPatch("missing", updated_at=T0 + 1)) is False
+
+
+# -- mailbox ------------------------------------------------------------------------------
+
+
+def make_message(run_id: str = "r1", topic: str = "t", **changes: Any) -> Message:
+    fields: dict[str, Any] = {
+        "id": 0,
+        "run_id": run_id,
+        "topic": topic,
+        "payload": b'"hi"',
+        "created_at": T0,
+    }
+    fields.update(changes)
+    return Message(**fields)
+
+
+async def test_post_assigns_increasing_ids(store: RunStore) -> None:
+    first, created = await store.post(make_message(sender="alice"))
+    assert created
+    assert first == make_message(id=first.id, sender="alice")
+    second, _ = await store.post(make_message(topic="u"))
+    assert first.id > 0
+    assert second.id > first.id
+
+
+async def test_post_with_a_seen_key_returns_the_first_message(store: RunStore) -> None:
+    first, _ = await store.post(make_message(key="k", payload=b"1"))
+    again, created = await store.post(make_message(key="k", payload=b"2"))
+    assert (again, created) == (first, False)
+    other_run, created = await store.post(make_message(run_id="r2", key="k"))
+    assert created
+    assert other_run.id != first.id
+    assert await store.consume(first.id, None, None)
+    # A key stays seen after its message was consumed: late duplicates are dropped.
+    assert await store.post(make_message(key="k", payload=b"3")) == (first, False)
+
+
+async def test_next_message_is_the_oldest_unconsumed_on_the_topic(store: RunStore) -> None:
+    assert await store.next_message("r1", "t") is None
+    a, _ = await store.post(make_message(payload=b"a"))
+    await store.post(make_message(topic="other"))
+    await store.post(make_message(run_id="r2"))
+    b, _ = await store.post(make_message(payload=b"b"))
+    assert await store.next_message("r1", "t") == a
+    assert await store.consume(a.id, None, None)
+    assert await store.next_message("r1", "t") == b
+
+
+async def test_consume_records_and_patches_atomically(store: RunStore) -> None:
+    await add(store, make_run("r1", status="waiting", wait=b"{}", wait_topics="t"))
+    message, _ = await store.post(make_message())
+    patch = RunPatch("r1", updated_at=T0 + 1, status="running", clear_wait=True)
+    entry = make_entry("r1", 0, kind="wait", value=message.payload)
+    assert await store.consume(message.id, entry, patch) is True
+    assert await store.load_journal("r1") == [entry]
+    assert await store.get_run("r1") == make_run("r1", updated_at=T0 + 1)
+    assert await store.next_message("r1", "t") is None
+    assert await store.consume(message.id, None, None) is False
+
+
+async def test_consume_with_unmatched_patch_writes_nothing(store: RunStore) -> None:
+    await add(store, make_run("r1", status="cancelled"))
+    message, _ = await store.post(make_message())
+    patch = RunPatch("r1", updated_at=T0 + 1, status="running")
+    assert await store.consume(message.id, make_entry("r1", 0), patch) is False
+    assert await store.next_message("r1", "t") == message
+    assert await store.load_journal("r1") == []
+    assert await store.get_run("r1") == make_run("r1", status="cancelled")
+
+
+async def test_consume_unknown_message_is_false(store: RunStore) -> None:
+    assert await store.consume(12345, None, None) is False
+
+
+async def test_messages_after_lists_unconsumed_in_id_order(store: RunStore) -> None:
+    posted = [(await store.post(make_message(payload=bytes([i]))))[0] for i in range(5)]
+    assert await store.consume(posted[1].id, None, None)
+    assert await store.messages_after(0) == [posted[0], *posted[2:]]
+    assert await store.messages_after(posted[2].id) == posted[3:]
+    assert await store.messages_after(0, limit=2) == [posted[0], posted[2]]
+    assert await store.messages_after(posted[4].id) == []
+
+
+# -- due / next_wake ----------------------------------------------------------------------
+
+
+async def test_due_runs_are_suspended_unhosted_and_past_their_deadline(store: RunStore) -> None:
+    await add(
+        store,
+        make_run("sleep", status="sleeping", wake_at=T0 - 1),
+        make_run("wait", status="waiting", wake_at=T0),
+        make_run("future", status="sleeping", wake_at=T0 + 1),
+        make_run("no-deadline", status="waiting"),
+        make_run("running", wake_at=T0 - 1),
+        make_run("done", status="completed", wake_at=T0 - 1),
+        make_run("hosted", status="sleeping", wake_at=T0 - 1, owner="o", lease_until=T0 + 9),
+        make_run("dead", status="sleeping", wake_at=T0 - 1, owner="d", lease_until=T0 + 9),
+        make_run("expired", status="sleeping", wake_at=T0 - 1, owner="o", lease_until=T0 - 1),
+        make_run("other-flow", flow="other", status="sleeping", wake_at=T0 - 1),
+    )
+    found = await store.due(["flow"], now=T0, dead_owners=["d"])
+    assert sorted(found) == ["dead", "expired", "sleep", "wait"]
+    assert len(await store.due(["flow"], now=T0, limit=1)) == 1
+    assert await store.due([], now=T0) == []
+
+
+async def test_next_wake_is_the_earliest_unhosted_deadline(store: RunStore) -> None:
+    assert await store.next_wake(["flow"], now=T0) is None
+    await add(
+        store,
+        make_run("hosted", status="sleeping", wake_at=T0 + 1, owner="o", lease_until=T0 + 9),
+        make_run("running", wake_at=T0 + 2),
+        make_run("other-flow", flow="other", status="sleeping", wake_at=T0 + 3),
+        make_run("later", status="waiting", wake_at=T0 + 20),
+        make_run("sooner", status="sleeping", wake_at=T0 + 10),
+    )
+    assert await store.next_wake(["flow"], now=T0) == T0 + 10
+    assert await store.next_wake(["flow", "other"], now=T0) == T0 + 3
+    # Once the host's lease expired, its deadline counts again.
+    assert await store.next_wake(["flow"], now=T0 + 10) == T0 + 1
+    assert await store.next_wake([], now=T0) is None
+
+
+# -- change_token -------------------------------------------------------------------------
+
+
+async def test_change_token_moves_after_writes(store: RunStore) -> None:
+    token = await store.change_token()
+    assert await store.change_token() == token  # reading changes nothing
+    await store.create_run(make_run("r1"))
+    after_create = await store.change_token()
+    assert after_create != token
+    await store.post(make_message())
+    assert await store.change_token() != after_create
+
+
+# -- aclose -------------------------------------------------------------------------
+
+
+async def test_aclose_is_idempotent_and_final(store: RunStore) -> None:
+    await add(store, make_run("r1"))
+    await store.aclose()
+    await store.aclose()
+    with pytest.raises(StorageError):
+        await store.get_run("r1")
+    with pytest.raises(StorageError):
+        await store.create_run(make_run("r2"))
+    with pytest.raises(StorageError):
+        await store.record([make_entry("r1", 0)])
+
+
+async def test_store_is_a_run_store(store: RunStore) -> None:
+    assert isinstance(store, RunStore)
+    assert "://" in store.url
