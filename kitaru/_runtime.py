@@ -9,7 +9,6 @@ runtime can resume its runs at once, and closes the stores in reverse order.
 from __future__ import annotations
 
 import enum
-import functools
 import json
 import logging
 import uuid
@@ -27,16 +26,16 @@ from ._errors import (
     ConfigurationError,
     FlowCancelled,
     FlowFailed,
-    InvalidMessage,
     RunFinished,
     RunNotFound,
     RuntimeStateError,
 )
 from ._flow import Flow
-from ._types import CheckpointInfo, RunHandle, RunInfo, RunStatus, Usage, WaitInfo
+from ._inspect import run_info
+from ._types import RunHandle, RunInfo, RunStatus
 from .actors._directory import Directory
 from .actors._flow_actor import Cancelled, Completed, Failed
-from .actors._mailbox import wait_info
+from .actors._mailbox import check_against_wait
 from .actors._supervisor import Supervisor
 from .actors._timers import lease_service, timer_service, wake_service
 from .storage._lazy import LazyArtifacts
@@ -53,12 +52,6 @@ class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
     CLOSED = "closed"
-
-
-def _utc(ts: float) -> Any:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(ts, UTC)
 
 
 class Runtime:
@@ -427,7 +420,7 @@ class Runtime:
         record = await self.store.get_run(run_id)
         if record is None:
             raise RunNotFound(run_id)
-        return await self._info(record)
+        return await run_info(self, record)
 
     async def list_runs(
         self, *, status: str | None = None, flow: str | None = None, limit: int = 100
@@ -437,7 +430,7 @@ class Runtime:
         if status is not None:
             status = RunStatus(status).value
         records = await self.store.list_runs(status=status, flow=flow, limit=limit)
-        return [await self._info(r) for r in records]
+        return [await run_info(self, r) for r in records]
 
     async def send(
         self,
@@ -473,7 +466,7 @@ class Runtime:
                 "(start a new run, or replay this one)"
             )
         payload = codec_for(Any).dump(value, what=f"message to run {run_id}")
-        _check_against_wait(record, topic, payload)
+        check_against_wait(record, topic, payload)
         message, created = await self.store.post(
             Message(0, run_id, topic, payload, self.clock.now(), sender=sender, key=key)
         )
@@ -502,50 +495,6 @@ class Runtime:
                 raise RunNotFound(run_id)
             return False
         return True
-
-    async def _info(self, record: RunRecord) -> RunInfo:
-        journal = await self.store.load_journal(record.id)
-        checkpoints = []
-        for e in journal:
-            meta = loads_plain(e.metadata) or {}
-            errors = meta.pop("errors", [])
-            checkpoints.append(
-                CheckpointInfo(
-                    position=e.position,
-                    name=e.name,
-                    kind=e.kind,
-                    status=e.status,
-                    attempts=e.attempts,
-                    started_at=_utc(e.started_at),
-                    duration_s=e.duration_s,
-                    metadata=meta,
-                    errors=errors,
-                    artifact=e.ref,
-                )
-            )
-        error_info = loads_plain(record.error_info) or {}
-        return RunInfo(
-            id=record.id,
-            flow=record.flow,
-            status=RunStatus(record.status),
-            created_at=_utc(record.created_at),
-            updated_at=_utc(record.updated_at),
-            input=json.loads(record.input) if record.input else None,
-            output=await self._output(record) if record.status == "completed" else None,
-            error=record.error,
-            error_type=error_info.get("type"),
-            traceback=error_info.get("traceback"),
-            checkpoints=checkpoints,
-            pending_wait=_pending_wait(record),
-            usage=Usage(
-                input_tokens=record.input_tokens,
-                output_tokens=record.output_tokens,
-                cost_usd=record.cost_usd,
-            ),
-            replay_of=record.replay_of,
-            parent_id=record.parent_id,
-            owner=record.owner,
-        )
 
 
 def runtime(
@@ -578,40 +527,3 @@ def runtime(
 #: Bound on remembered local message ids (beyond it, the wake service merely
 #: pokes some runs twice, which is harmless).
 _POSTED_MAX = 100_000
-
-
-@functools.lru_cache(maxsize=256)
-def _validator(schema_json: str) -> Any:
-    import jsonschema
-
-    schema = json.loads(schema_json)
-    # pydantic produced the schema, so it is valid: skip check_schema per message.
-    return jsonschema.validators.validator_for(schema)(schema)
-
-
-def _pending_wait(record: RunRecord) -> WaitInfo | None:
-    info = wait_info(record.wait)
-    if info is None:
-        return None
-    deadline = info.get("deadline")
-    return WaitInfo(
-        topic=info["topic"],
-        question=info.get("question"),
-        schema=info.get("schema") or {},
-        deadline=None if deadline is None else _utc(deadline),
-    )
-
-
-def _check_against_wait(record: RunRecord, topic: str, payload: bytes) -> None:
-    """Reject a message that cannot satisfy the run's pending wait on ``topic``."""
-    info = wait_info(record.wait)
-    if info is None or info.get("topic") != topic or not info.get("schema"):
-        return
-    schema_json = json.dumps(info["schema"], sort_keys=True)
-    error = next(iter(_validator(schema_json).iter_errors(json.loads(payload))), None)
-    if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "the value"
-        raise InvalidMessage(
-            f"message for run {record.id} does not fit its wait on topic {topic!r}: "
-            f"{where}: {error.message}. Expected JSON Schema: {schema_json}"
-        )

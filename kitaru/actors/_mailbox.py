@@ -12,6 +12,7 @@ have changed (a message was posted, a deadline passed, eviction was asked for).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -19,15 +20,23 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._errors import WaitTimeout
+from .._errors import InvalidMessage, WaitTimeout
 from .._execution import Execution, error_record, rebuild_error
-from ..storage.base import Message, RunPatch
+from ..storage.base import Message, RunPatch, RunRecord
 from ..storage.serde import Codec, dumps_plain, loads_plain
 
 if TYPE_CHECKING:
     from ._flow_actor import FlowActor
 
-__all__ = ("Evicted", "Received", "durable_send", "durable_sleep", "durable_wait")
+__all__ = (
+    "Evicted",
+    "Received",
+    "check_against_wait",
+    "durable_send",
+    "durable_sleep",
+    "durable_wait",
+    "wait_info",
+)
 
 
 class Evicted(BaseException):
@@ -265,3 +274,27 @@ def suspension_patch(run_id: str, suspensions: dict[int, dict[str, Any]], now: f
         wait_topics=",".join(sorted({i["topic"] for i in waits})) or None,
         clear_wait=True,
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _validator(schema_json: str) -> Any:
+    import jsonschema
+
+    schema = json.loads(schema_json)
+    # pydantic produced the schema, so it is valid: skip check_schema per message.
+    return jsonschema.validators.validator_for(schema)(schema)
+
+
+def check_against_wait(record: RunRecord, topic: str, payload: bytes) -> None:
+    """Reject a message that cannot satisfy the run's pending wait on ``topic``."""
+    info = wait_info(record.wait)
+    if info is None or info.get("topic") != topic or not info.get("schema"):
+        return
+    schema_json = json.dumps(info["schema"], sort_keys=True)
+    error = next(iter(_validator(schema_json).iter_errors(json.loads(payload))), None)
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "the value"
+        raise InvalidMessage(
+            f"message for run {record.id} does not fit its wait on topic {topic!r}: "
+            f"{where}: {error.message}. Expected JSON Schema: {schema_json}"
+        )

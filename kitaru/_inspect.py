@@ -1,0 +1,79 @@
+"""Building the public :class:`kitaru.RunInfo` from store records (read side only)."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from ._types import CheckpointInfo, RunInfo, RunStatus, Usage, WaitInfo
+from .actors._mailbox import wait_info
+from .storage.base import RunRecord
+from .storage.serde import loads_plain
+
+if TYPE_CHECKING:
+    from ._runtime import Runtime
+
+__all__ = ("run_info",)
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+async def run_info(runtime: Runtime, record: RunRecord) -> RunInfo:
+    journal = await runtime.store.load_journal(record.id)
+    checkpoints = []
+    for e in journal:
+        meta = loads_plain(e.metadata) or {}
+        errors = meta.pop("errors", [])
+        checkpoints.append(
+            CheckpointInfo(
+                position=e.position,
+                name=e.name,
+                kind=e.kind,
+                status=e.status,
+                attempts=e.attempts,
+                started_at=_utc(e.started_at),
+                duration_s=e.duration_s,
+                metadata=meta,
+                errors=errors,
+                artifact=e.ref,
+            )
+        )
+    error_info = loads_plain(record.error_info) or {}
+    return RunInfo(
+        id=record.id,
+        flow=record.flow,
+        status=RunStatus(record.status),
+        created_at=_utc(record.created_at),
+        updated_at=_utc(record.updated_at),
+        input=json.loads(record.input) if record.input else None,
+        output=await runtime._output(record) if record.status == "completed" else None,
+        error=record.error,
+        error_type=error_info.get("type"),
+        traceback=error_info.get("traceback"),
+        checkpoints=checkpoints,
+        pending_wait=_pending_wait(record),
+        usage=Usage(
+            input_tokens=record.input_tokens,
+            output_tokens=record.output_tokens,
+            cost_usd=record.cost_usd,
+        ),
+        replay_of=record.replay_of,
+        parent_id=record.parent_id,
+        owner=record.owner,
+    )
+
+
+def _pending_wait(record: RunRecord) -> WaitInfo | None:
+    info = wait_info(record.wait)
+    if info is None:
+        return None
+    deadline = info.get("deadline")
+    return WaitInfo(
+        topic=info["topic"],
+        question=info.get("question"),
+        schema=info.get("schema") or {},
+        deadline=None if deadline is None else _utc(deadline),
+    )
