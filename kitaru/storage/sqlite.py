@@ -12,6 +12,7 @@ URLs: ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db``.
 from __future__ import annotations
 
 import sqlite3
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -130,7 +131,12 @@ class SQLiteStore:
                         await conn.close()
             raise
         self._writer, self._reader = writer, reader
-        self._committer = GroupCommitter(writer)
+        self._committer = GroupCommitter(
+            writer,
+            inline=True,
+            checkpoint=lambda: run_in_connection(reader, _wal_checkpoint),
+            busy_timeout_ms=_BUSY_TIMEOUT_MS,
+        )
         self._state = "open"
         return self
 
@@ -298,8 +304,13 @@ class SQLiteStore:
 
     async def _connect(self, opened: list[aiosqlite.Connection]) -> aiosqlite.Connection:
         # isolation_level=None: the group committer issues BEGIN/COMMIT itself.
+        # check_same_thread=False: the group committer commits small batches
+        # inline on the event loop (never while the worker thread uses it).
         conn = await aiosqlite.connect(
-            self.path, isolation_level=None, timeout=_BUSY_TIMEOUT_MS / 1000
+            self.path,
+            isolation_level=None,
+            timeout=_BUSY_TIMEOUT_MS / 1000,
+            check_same_thread=False,
         )
         opened.append(conn)
         return conn
@@ -376,9 +387,36 @@ def _prepare_writer(conn: sqlite3.Connection, where: str) -> None:
     # Read-only probe first: a foreign, corrupt or too-new file fails here,
     # before journal_mode (which writes the header) touches it.
     current_version(conn, where)
-    conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    _enable_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")
     migrate(conn, where)
+    # From here on the writer may commit on the event loop, so it must never
+    # wait: the group committer waits for the lock itself, off the loop. WAL
+    # checkpoints (the fsync) run on the reader's thread instead of in COMMIT.
+    conn.execute("PRAGMA busy_timeout = 0")
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+
+
+def _wal_checkpoint(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+
+
+def _enable_wal(conn: sqlite3.Connection) -> None:
+    if conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+        return  # persistent in the file: the usual case, and it needs no lock
+    # Switching needs an exclusive lock and SQLite does not apply busy_timeout
+    # to it, so when several processes open a new file at once, retry here
+    # (on the connection's thread, never the event loop).
+    deadline = time.monotonic() + _BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL").fetchone()
+            return
+        except sqlite3.OperationalError as exc:
+            busy = exc.sqlite_errorname.startswith(("SQLITE_BUSY", "SQLITE_LOCKED"))
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
 
 
 def _prepare_reader(conn: sqlite3.Connection) -> None:
