@@ -103,3 +103,23 @@ async def test_message_from_another_process_wakes_the_host_quickly(tmp_path: Pat
         host.wait()
         assert host.stdout is not None
         host.stdout.close()
+
+
+def test_a_waiting_run_survives_a_kill_and_takes_the_answer_sent_meanwhile(
+    tmp_path: Path,
+) -> None:
+    store = f"sqlite:///{tmp_path / 'k.db'}"
+    with spawn(tmp_path, store, "start", "listener") as proc:
+        wait_for_line(proc, "started")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+
+    async def answer() -> None:  # a third process's view: nobody hosts the run now
+        async with kitaru.runtime(store=store) as rt:
+            assert (await rt.get_run("listener")).status in ("running", "waiting")
+            await rt.send("listener", "kept in the mailbox")
+
+    anyio.run(answer)
+    with spawn(tmp_path, store, "resume", "listener") as again:
+        out, _ = again.communicate(timeout=30)
+    assert out.strip() == "kept in the mailbox"
