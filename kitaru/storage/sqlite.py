@@ -92,6 +92,12 @@ class SQLiteStore:
                 stacklevel=1,
                 source=self,
             )
+            # aiosqlite's worker threads keep their connections alive (so their
+            # own __del__ never runs) and would keep the interpreter from exiting.
+            for conn in (self._writer, self._reader):
+                if conn is not None:
+                    with suppress(Exception):
+                        conn.stop()
 
     async def __aenter__(self) -> SQLiteStore:
         return await self.open()
