@@ -107,13 +107,13 @@ async def test_reopening_keeps_data_and_migrates_nothing(db: Path) -> None:
 
 
 async def test_two_stores_opening_one_new_file_at_once(db: Path) -> None:
-    stores = [SQLiteStore(url_of(db)) for _ in range(4)]
+    stores = [SQLiteStore(url_of(db)) for _ in range(8)]
     try:
         async with anyio.create_task_group() as tg:
             for store in stores:
                 tg.start_soon(store.open)
         await stores[0].create_run(run("r1"))
-        assert await stores[3].get_run("r1") == run("r1")
+        assert await stores[7].get_run("r1") == run("r1")
     finally:
         for store in stores:
             await store.aclose()

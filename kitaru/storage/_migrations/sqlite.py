@@ -106,15 +106,14 @@ def current_version(conn: sqlite3.Connection, where: str) -> int:
     # One statement, so one snapshot: read separately, another process's first
     # migration could commit in between and make a new kitaru file look foreign.
     version, app, has_schema = conn.execute(_PROBE).fetchone()
-    if app != APPLICATION_ID:
-        # kitaru sets both header fields in its first migration, so a database
-        # without our mark must be empty: anything else belongs to someone else.
-        if version != 0 or has_schema:
-            raise StorageError(
-                f"{where} is not a kitaru SQLite database (it holds another application's "
-                f"data, application_id={app}, user_version={version}); move it aside or "
-                "point KITARU_STORE elsewhere"
-            )
+    # kitaru sets both header fields in its first migration, so a database
+    # without our mark must be empty: anything else belongs to someone else.
+    if app != APPLICATION_ID and (version != 0 or has_schema):
+        raise StorageError(
+            f"{where} is not a kitaru SQLite database (it holds another application's "
+            f"data, application_id={app}, user_version={version}); move it aside or "
+            "point KITARU_STORE elsewhere"
+        )
     if version > len(MIGRATIONS):
         raise SchemaVersionError(
             f"{where} has schema version {version}, but this kitaru understands versions up "
