@@ -25,9 +25,11 @@ the one step that fsyncs (autocheckpoint is off; ``checkpoint`` is called every
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Generic, TypeVar, cast
 
 import aiosqlite
@@ -42,6 +44,7 @@ __all__ = ("GroupCommitStatistics", "GroupCommitter", "raw_connection", "run_in_
 INLINE_MAX_OPS = 64
 
 T = TypeVar("T")
+log = logging.getLogger("kitaru.storage")
 
 
 def run_in_connection(
@@ -55,7 +58,12 @@ def run_in_connection(
     loop), so every use of that private method goes through this helper.
     """
     execute = cast("Callable[[Callable[[], T]], Awaitable[T]]", conn._execute)
-    return execute(lambda: fn(conn._conn))
+    # Hand over the sqlite3 connection, never ``conn`` itself: the worker thread
+    # keeps its last callable alive, and a reference from there to ``conn``
+    # would stop an unclosed connection from being collected and its thread
+    # from ever ending (the interpreter then hangs at exit).
+    raw = conn._conn
+    return execute(partial(fn, raw))
 
 
 def raw_connection(conn: aiosqlite.Connection) -> sqlite3.Connection:
@@ -214,8 +222,8 @@ class GroupCommitter:
         if self._checkpoint is not None and self._batches % self._checkpoint_every == 0:
             try:
                 await self._checkpoint()
-            except Exception:
-                pass
+            except Exception as exc:  # only lets the WAL grow until the next one
+                log.warning("WAL checkpoint failed (%s); the next one will retry", exc)
         fell_back: bool | None = None
         if self._inline and len(ops) <= INLINE_MAX_OPS:
             try:

@@ -6,7 +6,9 @@ import dataclasses
 import gc
 import re
 import sqlite3
+import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -387,15 +389,33 @@ async def test_closed_store_cannot_reopen(db: Path) -> None:
         await store.open()
 
 
-async def open_and_drop(url: str) -> None:
-    await SQLiteStore(url).open()
+async def test_unclosed_store_warns_and_its_threads_end(db: Path) -> None:
+    threads: list[threading.Thread] = []
 
+    async def open_and_drop() -> None:
+        store = SQLiteStore(url_of(db))
+        await store.open()
+        threads.extend(conn._thread for conn in (store._writer, store._reader) if conn)
 
-async def test_unclosed_store_warns(db: Path) -> None:
     with pytest.warns(ResourceWarning, match="never closed"):
-        await open_and_drop(url_of(db))
+        await open_and_drop()
+    # Nothing may keep a dropped store's connections alive: aiosqlite's own
+    # finaliser must get to stop their (non-daemon) worker threads.
+    with anyio.fail_after(5):
+        while any(thread.is_alive() for thread in threads):
+            await anyio.sleep(0.01)
+    assert len(threads) == 2
+
+
+async def test_closed_store_is_collectable(db: Path) -> None:
+    store = SQLiteStore(url_of(db))
+    async with store:
+        await store.create_run(run("r1"))
+        await store.get_run("r1")
+    ref = weakref.ref(store)
+    del store
     gc.collect()
-    await anyio.sleep(0.05)  # let aiosqlite's worker threads stop
+    assert ref() is None
 
 
 async def test_driver_errors_are_wrapped(db: Path) -> None:
