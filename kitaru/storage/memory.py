@@ -109,10 +109,12 @@ class MemoryStore:
             run = data.runs.get(patch.run_id)
             if run is None or run.status not in patch.expect:
                 return False
+        # Check everything first: a failed call must write nothing, as in SQL.
         for entry in entries:
-            journal = data.journals.get(entry.run_id)
-            if journal is None:
+            if entry.run_id not in data.journals:
                 raise StorageError(f"cannot record a journal entry for unknown run {entry.run_id}")
+        for entry in entries:
+            journal = data.journals[entry.run_id]
             old = journal.get(entry.position)
             if old is None or old.status != "completed":
                 journal[entry.position] = entry
@@ -197,9 +199,9 @@ class MemoryStore:
             run = data.runs.get(patch.run_id)
             if run is None or run.status not in patch.expect:
                 return False
+        await self.record(() if entry is None else (entry,), patch)  # raises before writing
         del data.messages[message_id]
         data.consumed.add(message_id)
-        await self.record(() if entry is None else (entry,), patch)
         return True
 
     async def messages_after(self, after_id: int, limit: int = 1000) -> list[Message]:
