@@ -15,6 +15,7 @@ import random
 import time
 import typing
 from collections.abc import Awaitable, Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -199,7 +200,7 @@ class Checkpoint(Generic[P, R]):
     async def _attempt(self, frame: CheckpointFrame, args: Any, kwargs: Any) -> Any:
         token = frame_var.set(frame)
         try:
-            with anyio.fail_after(self.timeout) if self.timeout else _nullscope():
+            with anyio.fail_after(self.timeout) if self.timeout else nullcontext():
                 if self.is_async:
                     return await typing.cast(Awaitable[Any], self.fn(*args, **kwargs))
                 # abandon_on_cancel: a timed-out sync body cannot be stopped, but
@@ -236,14 +237,6 @@ class Checkpoint(Generic[P, R]):
 
     def __repr__(self) -> str:
         return f"<checkpoint {self.name}>"
-
-
-class _nullscope:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 @overload

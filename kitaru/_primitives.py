@@ -51,6 +51,33 @@ def _dispatch(frame: FlowFrame, fn: Callable[..., Coroutine[Any, Any, Any]], *ar
     return fn(*args)
 
 
+def _waiting(
+    what: str,
+    schema: Any,
+    question: str | None,
+    topic: str,
+    timeout: float | dt.timedelta | None,
+    pick: Callable[[Received], Any],
+) -> Any:
+    frame = require_flow(what)
+    position = frame.execution.take_position()
+    seconds = _seconds(timeout, "timeout")
+    codec = codec_for(schema)
+
+    async def run() -> Any:
+        got = await durable_wait(
+            frame.execution,
+            position,
+            topic=topic,
+            codec=codec,
+            question=question,
+            timeout_s=seconds,
+        )
+        return pick(got)
+
+    return _dispatch(frame, run)
+
+
 def receive(
     schema: type[T] | Any = Any,
     *,
@@ -63,23 +90,14 @@ def receive(
     Use it to reply: ``msg = await kitaru.receive(str)`` then
     ``await kitaru.send(msg.sender, "thanks")``.
     """
-    frame = require_flow("kitaru.receive()")
-    position = frame.execution.take_position()
-    seconds = _seconds(timeout, "timeout")
-    codec = codec_for(schema)
-
-    async def run() -> Message[Any]:
-        got: Received = await durable_wait(
-            frame.execution,
-            position,
-            topic=topic,
-            codec=codec,
-            question=question,
-            timeout_s=seconds,
-        )
-        return Message(value=got.value, topic=got.topic, sender=got.sender, id=got.id)
-
-    result: Awaitable[Message[T]] = _dispatch(frame, run)
+    result: Awaitable[Message[T]] = _waiting(
+        "kitaru.receive()",
+        schema,
+        question,
+        topic,
+        timeout,
+        lambda got: Message(value=got.value, topic=got.topic, sender=got.sender, id=got.id),
+    )
     return result
 
 
@@ -103,23 +121,9 @@ def wait(
     Raises:
         kitaru.NotInFlow: called outside a flow (or inside a checkpoint body).
     """
-    frame = require_flow("kitaru.wait()")
-    position = frame.execution.take_position()
-    seconds = _seconds(timeout, "timeout")
-    codec = codec_for(schema)
-
-    async def run() -> Any:
-        got = await durable_wait(
-            frame.execution,
-            position,
-            topic=topic,
-            codec=codec,
-            question=question,
-            timeout_s=seconds,
-        )
-        return got.value
-
-    result: Awaitable[T] = _dispatch(frame, run)
+    result: Awaitable[T] = _waiting(
+        "kitaru.wait()", schema, question, topic, timeout, lambda got: got.value
+    )
     return result
 
 

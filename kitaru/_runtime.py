@@ -78,7 +78,6 @@ class Runtime:
         #: anyio's default pool so sync checkpoints always find a thread.
         self.flow_threads = anyio.CapacityLimiter(config.sync_flow_threads)
         self.clock: Clock = clock or SystemClock()
-        self.log = log
         #: Set to make the timer service look at the store's deadlines again.
         self.timer_kick = anyio.Event()
         #: Runs being claimed for a wake-up right now: one waker at a time, so
@@ -233,24 +232,16 @@ class Runtime:
         """Claim and host an active run that nobody live hosts; True if hosted here."""
         if record.id in self._directory.live:
             return True
-        if record.flow not in self._flows or record.status != "running":
+        if record.status != "running":
             return False  # suspended runs wake on a message or a deadline, not here
-        now = self.clock.now()
-        dead = [record.owner] if record.owner and self._directory.dead_among([record.owner]) else []
-        claimed = await self.store.claim(
-            record.id,
-            self.owner,
-            now=now,
-            lease_until=now + self.config.lease_seconds,
-            dead_owners=dead,
-        )
+        claimed = await self.claim_unhosted(record)
         if claimed is None:
             return False
         self._activate(claimed)
         return True
 
-    async def claim_for_wake(self, record: RunRecord) -> RunRecord | None:
-        """Claim a suspended run nobody live hosts (for a message or a deadline)."""
+    async def claim_unhosted(self, record: RunRecord) -> RunRecord | None:
+        """Claim an active run of a known flow that nobody live hosts; None if taken."""
         if record.flow not in self._flows or record.status not in ACTIVE_STATUSES:
             return None
         now = self.clock.now()
@@ -285,7 +276,7 @@ class Runtime:
                 return
             if topic is not None and topic not in (record.wait_topics or "").split(","):
                 return  # kept for a later wait on that topic
-            claimed = await self.claim_for_wake(record)
+            claimed = await self.claim_unhosted(record)
             if claimed is not None and run_id not in self._directory.live:
                 self._activate(claimed)
         finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import time
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,8 @@ from ..storage.serde import Codec, dumps_plain, loads_plain
 
 if TYPE_CHECKING:
     from ._flow_actor import FlowActor
+
+log = logging.getLogger("kitaru.mailbox")
 
 __all__ = (
     "Evicted",
@@ -133,7 +136,7 @@ async def _consume(
     try:
         value = codec.load(message.payload, what=what)
     except Exception as exc:
-        execution.runtime.log.warning(
+        log.warning(
             "run %s: message %s on topic %r does not fit the wait (%s); set aside",
             execution.run_id,
             message.id,

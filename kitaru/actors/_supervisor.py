@@ -181,7 +181,7 @@ class Supervisor:
         self._runtime.timer_kick.set()  # its deadline is the timer service's now
         if record is None or not actor.poked or actor.cancel_requested:
             return False
-        claimed = await self._runtime.claim_for_wake(record)
+        claimed = await self._runtime.claim_unhosted(record)
         if claimed is None:
             return False
         actor.record = claimed

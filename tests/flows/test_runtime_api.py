@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import anyio
 import pytest
@@ -38,11 +39,11 @@ async def test_three_ways_to_run_a_flow(make_runtime: RuntimeFactory) -> None:
         assert len(runs) == 2
 
 
-def test_flow_run_from_a_plain_script_uses_the_default_runtime(tmp_path: object) -> None:
+def test_flow_run_from_a_plain_script_uses_the_default_runtime() -> None:
     assert plus_one.run(41) == 42
     assert plus_one_sync(9) == 10  # no loop running: blocks and returns
     # The embedded default lives under ./.kitaru/ (the test's cwd).
-    assert anyio.Path(".kitaru/kitaru.db")
+    assert Path(".kitaru/kitaru.db").is_file()
 
 
 async def test_bare_await_without_runtime_opens_the_default_one() -> None:
