@@ -9,11 +9,15 @@ records and errors they return. Everything not re-exported here is private.
 
 import logging as _logging
 
+from ._artifacts import load as load
+from ._artifacts import log as log
+from ._artifacts import save as save
 from ._checkpoint import Backoff as Backoff
 from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import checkpoint as checkpoint
 from ._config import RuntimeConfig as RuntimeConfig
 from ._config import configure as configure
+from ._errors import ArtifactNotFound as ArtifactNotFound
 from ._errors import BudgetExceeded as BudgetExceeded
 from ._errors import CheckpointFailed as CheckpointFailed
 from ._errors import ConfigurationError as ConfigurationError
@@ -23,6 +27,7 @@ from ._errors import InvalidMessage as InvalidMessage
 from ._errors import KitaruError as KitaruError
 from ._errors import NonDeterminismError as NonDeterminismError
 from ._errors import NotInFlow as NotInFlow
+from ._errors import ReplayError as ReplayError
 from ._errors import RunFinished as RunFinished
 from ._errors import RunNotFound as RunNotFound
 from ._errors import RuntimeStateError as RuntimeStateError
@@ -49,6 +54,7 @@ from ._types import WaitInfo as WaitInfo
 from ._version import __version__ as __version__
 
 __all__ = (
+    "ArtifactNotFound",
     "Backoff",
     "BudgetExceeded",
     "Checkpoint",
@@ -63,6 +69,7 @@ __all__ = (
     "NonDeterminismError",
     "Message",
     "NotInFlow",
+    "ReplayError",
     "RunHandle",
     "RunFinished",
     "RunInfo",
@@ -82,8 +89,11 @@ __all__ = (
     "configure",
     "continue_as_new",
     "flow",
+    "load",
+    "log",
     "receive",
     "runtime",
+    "save",
     "send",
     "sleep",
     "wait",

@@ -14,6 +14,7 @@ import inspect
 import random
 import time
 import typing
+import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -25,10 +26,17 @@ import anyio.to_thread
 
 from ._context import CheckpointFrame, FlowFrame, frame_var
 from ._errors import ConfigurationError, SerializationError
-from ._execution import Execution, describe_error, error_record, rebuild_error
+from ._execution import (
+    RETRY,
+    Execution,
+    describe_error,
+    error_record,
+    rebuild_error,
+    retry_history,
+)
 from .storage.serde import Codec, codec_for
 
-__all__ = ("Backoff", "Checkpoint", "checkpoint")
+__all__ = ("Backoff", "Checkpoint", "checkpoint", "checkpoints_named")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -79,6 +87,16 @@ def _return_annotation(fn: Callable[..., Any], what: str) -> Any:
     return hints.get("return", Any)
 
 
+#: Every checkpoint defined in this process, by name: replay overrides are
+#: checked against the return type of the checkpoint they replace.
+_by_name: dict[str, weakref.WeakSet[Checkpoint[Any, Any]]] = {}
+
+
+def checkpoints_named(name: str) -> list[Checkpoint[Any, Any]]:
+    """The checkpoints of this process recorded under ``name``."""
+    return list(_by_name.get(name, ()))
+
+
 class Checkpoint(Generic[P, R]):
     """A durable function; created by :func:`checkpoint`."""
 
@@ -113,6 +131,7 @@ class Checkpoint(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self._codec: Codec | None = None
         functools.update_wrapper(self, fn)
+        _by_name.setdefault(self.name, weakref.WeakSet()).add(self)
 
     @property
     def codec(self) -> Codec:
@@ -147,12 +166,16 @@ class Checkpoint(Generic[P, R]):
         def what() -> str:
             return f"checkpoint {self.name!r} (run {execution.run_id}, position {position})"
 
+        # Attempts and errors of earlier activations (a retried run), kept in the history.
+        prior = 0
+        errors: list[str] = []
         if entry is not None:
             if entry.status == "completed":
                 return await execution.load(entry, self.codec, what)
-            raise rebuild_error(self.name, entry.error)
+            if entry.status != RETRY:
+                raise rebuild_error(self.name, entry.error)
+            prior, errors = retry_history(entry)
         started = time.time()
-        errors: list[str] = []
         frame = CheckpointFrame(execution, position, self.name)
         attempt = 0
         while True:
@@ -166,12 +189,14 @@ class Checkpoint(Generic[P, R]):
                 data = self.codec.dump(result, what=what)
                 break
             except SerializationError as exc:
-                await self._commit_failure(execution, frame, started, attempt, errors, exc)
+                await self._commit_failure(execution, frame, started, prior + attempt, errors, exc)
                 raise
             except Exception as exc:
                 errors.append(describe_error(exc))
                 if attempt > self.retries:
-                    await self._commit_failure(execution, frame, started, attempt, errors, exc)
+                    await self._commit_failure(
+                        execution, frame, started, prior + attempt, errors, exc
+                    )
                     raise
             await anyio.sleep(_delay(self.backoff, attempt))
         value, ref = await execution.store_value(data)
@@ -184,7 +209,7 @@ class Checkpoint(Generic[P, R]):
                 self.name,
                 "checkpoint",
                 started_at=started,
-                attempts=attempt,
+                attempts=prior + attempt,
                 value=value,
                 ref=ref,
                 metadata=metadata,

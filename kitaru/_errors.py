@@ -9,7 +9,9 @@ Every error names the thing that went wrong and what to do about it. The tree::
     ├── NonDeterminismError   the flow no longer makes the calls its journal recorded
     ├── SerializationError    a value does not fit its annotation / cannot be stored
     ├── InvalidMessage        a message does not fit the pending wait's schema
-    ├── RunNotFound           no run with that id in the store
+    ├── RunNotFound           no run with that id (or id prefix) in the store
+    ├── ArtifactNotFound      a run saved no artifact of that name
+    ├── ReplayError           a replay or retry that cannot be carried out (nothing created)
     ├── RunFinished           a message was sent to a run that has finished
     ├── BudgetExceeded        a run spent its token or cost budget
     ├── CheckpointFailed      a checkpoint that failed earlier, replayed from the journal
@@ -28,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = (
+    "ArtifactNotFound",
     "BudgetExceeded",
     "CheckpointFailed",
     "ConfigurationError",
@@ -37,6 +40,7 @@ __all__ = (
     "KitaruError",
     "NonDeterminismError",
     "NotInFlow",
+    "ReplayError",
     "RunFinished",
     "RunNotFound",
     "RuntimeStateError",
@@ -142,18 +146,32 @@ class InvalidMessage(KitaruError):
     """A message does not fit the schema of the wait it was sent to."""
 
 
-class RunNotFound(KitaruError):
-    """No run with the given id exists in the store."""
+class RunNotFound(KitaruError, LookupError):
+    """No run with the given id exists in the store (or an id prefix is ambiguous)."""
 
-    def __init__(self, run_id: str) -> None:
+    def __init__(self, run_id: str, message: str | None = None) -> None:
         super().__init__(
-            f"no run {run_id!r} in this store; list runs with rt.list_runs() "
+            message
+            or f"no run {run_id!r} in this store; list runs with rt.list_runs() "
             "and check that the runtime points at the right store"
         )
         self.run_id = run_id
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (RunNotFound, (self.run_id,))
+        return (RunNotFound, (self.run_id, str(self)))
+
+
+class ArtifactNotFound(KitaruError, LookupError):
+    """A run saved no artifact of the given name (``kitaru.load``)."""
+
+
+class ReplayError(KitaruError, ValueError):
+    """A replay or retry request that cannot be carried out; nothing was created or changed.
+
+    For example: the checkpoint to replay from is not in the run's journal, an
+    override does not fit its checkpoint's return type, or a retried run has
+    not failed.
+    """
 
 
 class RunFinished(KitaruError):

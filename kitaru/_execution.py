@@ -9,10 +9,11 @@ code changed: :class:`NonDeterminismError`, never a silent mix of results.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from ._errors import CheckpointFailed, NonDeterminismError, RuntimeStateError
 from .storage.base import JournalEntry, RunPatch
@@ -22,7 +23,10 @@ if TYPE_CHECKING:
     from ._runtime import Runtime
     from .actors._flow_actor import FlowActor
 
-__all__ = ("Execution", "error_record", "rebuild_error")
+__all__ = ("RETRY", "Execution", "error_record", "rebuild_error", "retry_history")
+
+#: Status of a failed journal entry that ``rt.retry`` marked to run again.
+RETRY = "retry"
 
 
 class Execution:
@@ -35,6 +39,8 @@ class Execution:
         "evicted",
         "flow_name",
         "journal",
+        "metadata",
+        "metadata_dirty",
         "next_position",
         "run_id",
         "runtime",
@@ -50,6 +56,7 @@ class Execution:
         *,
         actor: FlowActor | None = None,
         suspensions: dict[int, dict[str, Any]] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> None:
         self.runtime = runtime
         self.run_id = run_id
@@ -67,6 +74,9 @@ class Execution:
         self.busy = 0
         #: Pending waits and sleeps by position, as stored on the run row.
         self.suspensions: dict[int, dict[str, Any]] = suspensions or {}
+        #: The run's ``kitaru.log`` metadata; written with the run's next change.
+        self.metadata: dict[str, Any] = metadata or {}
+        self.metadata_dirty = False
 
     def take_position(self) -> int:
         """Reserve the next journal position (at call time, not at await time)."""
@@ -110,8 +120,29 @@ class Execution:
             return None, await self.runtime.artifacts().put(data)
         return data, None
 
+    def log(self, metadata: dict[str, Any]) -> None:
+        """Merge run-level metadata; it is stored with the run's next change."""
+        self.metadata.update(metadata)
+        self.metadata_dirty = True
+
+    @overload
+    def with_metadata(self, patch: RunPatch) -> RunPatch: ...
+    @overload
+    def with_metadata(self, patch: None) -> RunPatch | None: ...
+
+    def with_metadata(self, patch: RunPatch | None) -> RunPatch | None:
+        """``patch`` carrying the run's metadata if it changed since the last write."""
+        if not self.metadata_dirty:
+            return patch
+        self.metadata_dirty = False
+        data = dumps_plain(self.metadata)
+        if patch is None:
+            return RunPatch(self.run_id, updated_at=time.time(), metadata=data)
+        return dataclasses.replace(patch, metadata=data)
+
     async def commit(self, entry: JournalEntry, patch: RunPatch | None = None) -> None:
         """Make ``entry`` (and ``patch`` of the run) durable; returns once committed."""
+        patch = self.with_metadata(patch)
         if not await self.runtime.store.record((entry,), patch):
             self._stop()
         self.journal[entry.position] = entry
@@ -127,6 +158,7 @@ class Execution:
 
         self.suspensions[position] = info
         patch = suspension_patch(self.run_id, self.suspensions, self.runtime.clock.now())
+        patch = self.with_metadata(patch)
         if await self.runtime.store.update_run(patch) is None:
             self._stop()
 
@@ -189,6 +221,12 @@ def error_record(exc: BaseException, attempts: list[str] | None = None) -> dict[
     if attempts:
         record["attempts"] = attempts
     return record
+
+
+def retry_history(entry: JournalEntry) -> tuple[int, list[str]]:
+    """Attempts so far and their errors, from an entry ``rt.retry`` marked to run again."""
+    errors = (loads_plain(entry.metadata) or {}).get("errors") or []
+    return entry.attempts, [str(e) for e in errors]
 
 
 def describe_error(exc: BaseException) -> str:

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from ._artifacts import find_artifacts
 from ._types import CheckpointInfo, RunInfo, RunStatus, Usage, WaitInfo
 from .actors._mailbox import wait_info
 from .storage.base import RunRecord
@@ -63,6 +64,8 @@ async def run_info(runtime: Runtime, record: RunRecord) -> RunInfo:
         replay_of=record.replay_of,
         parent_id=record.parent_id,
         owner=record.owner,
+        metadata=loads_plain(record.metadata) or {},
+        artifacts=find_artifacts(journal),
     )
 
 

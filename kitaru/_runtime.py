@@ -8,6 +8,7 @@ runtime can resume its runs at once, and closes the stores in reverse order.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import json
 import logging
@@ -26,12 +27,14 @@ from ._errors import (
     ConfigurationError,
     FlowCancelled,
     FlowFailed,
+    ReplayError,
     RunFinished,
     RunNotFound,
     RuntimeStateError,
 )
 from ._flow import Flow
 from ._inspect import run_info
+from ._replay import CheckpointRef, Overrides, plan_replay, retry_entries
 from ._types import RunHandle, RunInfo, RunStatus
 from .actors._directory import Directory
 from .actors._flow_actor import Cancelled, Completed, Failed
@@ -466,6 +469,142 @@ class Runtime:
                 self.posted.add(message.id)
             await self.wake(run_id, topic, record)
         return message.id
+
+    async def find_run(self, prefix: str) -> str:
+        """The full id of the run whose id is ``prefix`` or starts with it.
+
+        Raises:
+            kitaru.RunNotFound: no run matches, or several do (the message lists some).
+        """
+        self._check_open()
+        if not prefix:
+            raise RunNotFound(prefix, "an empty run id matches every run; give a run id")
+        if await self.store.get_run(prefix) is not None:
+            return prefix
+        found = await self.store.find_runs(prefix, limit=6)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise RunNotFound(prefix)
+        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+        raise RunNotFound(
+            prefix, f"run id prefix {prefix!r} is ambiguous ({shown}); give more characters"
+        )
+
+    async def replay(
+        self,
+        run_id: str,
+        from_checkpoint: CheckpointRef | None = None,
+        overrides: Overrides | None = None,
+    ) -> RunHandle:
+        """Start a new run that reuses ``run_id``'s journal up to ``from_checkpoint``.
+
+        The new run (``RunInfo.replay_of`` names the original) gets the
+        original's input and the journal entries before ``from_checkpoint``,
+        which return their recorded values without running; from there it
+        executes live, with the flow's current code. This is the remedy for a
+        bug at step 9 (fix it, replay from step 9: steps 1-8 are not paid for
+        again) and for :class:`kitaru.NonDeterminismError` (replay from a point
+        before the divergence).
+
+        Args:
+            run_id: the run to replay (it may be in any status).
+            from_checkpoint: where to go live: a checkpoint name (its first
+                call), ``"name#N"`` (its N-th call) or a journal position.
+                Default: right after the last overridden checkpoint, or the
+                start when nothing is overridden.
+            overrides: recorded values to replace, keyed like ``from_checkpoint``;
+                each is validated against the checkpoint's return type.
+
+        Returns:
+            The new run's handle. It runs here if this runtime hosts the flow,
+            else in any worker that does.
+
+        Raises:
+            kitaru.RunNotFound: no such run.
+            kitaru.ReplayError: a checkpoint is not in the journal, an override
+                does not fit, or is at or after the replay point (nothing is created).
+        """
+        self._check_open()
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFound(run_id)
+        journal = await self.store.load_journal(run_id)
+        plan = plan_replay(
+            journal,
+            run_id=run_id,
+            from_checkpoint=from_checkpoint,
+            overrides=overrides or {},
+            inline_threshold=self.config.inline_threshold,
+        )
+        new_id = uuid.uuid4().hex
+        entries = []
+        for entry in plan.entries:
+            data = plan.large.get(entry.position)
+            ref = entry.ref if data is None else await self._artifacts.put(data)
+            entries.append(dataclasses.replace(entry, run_id=new_id, ref=ref))
+        now = self.clock.now()
+        hosted = record.flow in self._flows
+        new = RunRecord(
+            id=new_id,
+            flow=record.flow,
+            status="running",
+            created_at=now,
+            updated_at=now,
+            input=record.input,
+            owner=self.owner if hosted else None,
+            lease_until=now + self.config.lease_seconds if hosted else None,
+            replay_of=run_id,
+        )
+        stored, _ = await self.store.create_run(new, entries)
+        log.info(
+            "replaying run %s as %s from position %d (%d entries reused)",
+            run_id,
+            new_id,
+            plan.live_from,
+            len(entries),
+        )
+        if hosted:
+            self._activate(stored)
+        return RunHandle._make(new_id, self)
+
+    async def retry(self, run_id: str) -> RunHandle:
+        """Resume a failed run in place from its failure point.
+
+        Finished checkpoints are reused; the failing ones run again, and their
+        earlier attempts and errors stay in the run's history. The run becomes
+        ``running`` here if this runtime hosts its flow, else in any worker
+        that does.
+
+        Raises:
+            kitaru.RunNotFound: no such run.
+            kitaru.ReplayError: the run has not failed (nothing is changed).
+        """
+        self._check_open()
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFound(run_id)
+        if record.status != "failed":
+            raise ReplayError(
+                f"run {run_id} is {record.status}; only failed runs can be retried "
+                "(use replay to run a finished run again)"
+            )
+        marked = retry_entries(await self.store.load_journal(run_id))
+        patch = RunPatch(
+            run_id,
+            updated_at=self.clock.now(),
+            status="running",
+            clear_error=True,
+            expect=("failed",),
+        )
+        if not await self.store.record(marked, patch):
+            raise ReplayError(f"run {run_id} changed while it was being retried; try again")
+        self.supervisor.recent.pop(run_id, None)
+        log.info("retrying run %s (%d failed calls run again)", run_id, len(marked))
+        updated = await self.store.get_run(run_id)
+        if updated is not None:
+            await self._resume(updated)
+        return RunHandle._make(run_id, self)
 
     async def cancel(self, run_id: str) -> bool:
         """Cancel an unfinished run; returns False if it had already finished.

@@ -108,6 +108,10 @@ class RunInfo(BaseModel):
     replay_of: str | None = None
     parent_id: str | None = None
     owner: str | None = None
+    #: Run-level ``kitaru.log`` metadata.
+    metadata: dict[str, Any] = {}
+    #: Artifacts the run saved with ``kitaru.save``: name -> content reference.
+    artifacts: dict[str, str] = {}
 
 
 class RunHandle(BaseModel):

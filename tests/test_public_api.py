@@ -6,6 +6,7 @@ import kitaru
 
 # DESIGN section 2 names, plus the documented extras (Backoff, RuntimeConfig, ...).
 EXPECTED = {
+    "ArtifactNotFound",
     "Backoff",
     "BudgetExceeded",
     "Checkpoint",
@@ -18,6 +19,10 @@ EXPECTED = {
     "InvalidMessage",
     "KitaruError",
     "NonDeterminismError",
+    "ReplayError",
+    "load",
+    "log",
+    "save",
     "Message",
     "NotInFlow",
     "RunHandle",

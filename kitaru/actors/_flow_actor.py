@@ -195,7 +195,13 @@ class FlowActor:
             int(item["position"]): item for item in (loads_plain(self.record.wait) or [])
         }
         execution = self.execution = Execution(
-            rt, self.run_id, self.flow.name, journal, actor=self, suspensions=suspensions
+            rt,
+            self.run_id,
+            self.flow.name,
+            journal,
+            actor=self,
+            suspensions=suspensions,
+            metadata=loads_plain(self.record.metadata),
         )
         try:
             result = await self._invoke(execution, args, kwargs)
@@ -276,6 +282,8 @@ class FlowActor:
             output_ref=ref,
             release=True,
         )
+        if self.execution is not None:
+            patch = self.execution.with_metadata(patch)
         if not await rt.store.record((), patch):
             return await self._superseded()
         # What a reader of the stored output gets, so callers in this process
@@ -291,6 +299,8 @@ class FlowActor:
             error_info=dumps_plain(error_record(exc)),
             release=True,
         )
+        if self.execution is not None:
+            patch = self.execution.with_metadata(patch)
         if not await self.runtime.store.record((), patch):
             return await self._superseded()
         return Failed(exc)

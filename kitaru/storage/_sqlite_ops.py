@@ -41,6 +41,11 @@ PATCH_FIELDS = frozenset(
         "wait_topics",
         "release",
         "expect",
+        "clear_error",
+        "metadata",
+        "add_input_tokens",
+        "add_output_tokens",
+        "add_cost_usd",
     }
 )
 
@@ -74,7 +79,13 @@ _LOAD_JOURNAL = f"SELECT {', '.join(ENTRY_COLUMNS)} FROM journal WHERE run_id = 
 _PATCH_SET = (
     "updated_at = :updated_at, status = COALESCE(:status, status), "
     "output = COALESCE(:output, output), output_ref = COALESCE(:output_ref, output_ref), "
-    "error = COALESCE(:error, error), error_info = COALESCE(:error_info, error_info), "
+    "error = CASE WHEN :clear_error THEN NULL ELSE COALESCE(:error, error) END, "
+    "error_info = CASE WHEN :clear_error THEN NULL ELSE COALESCE(:error_info, error_info) END, "
+    "metadata = COALESCE(:metadata, metadata), "
+    "input_tokens = input_tokens + :add_input_tokens, "
+    "output_tokens = output_tokens + :add_output_tokens, "
+    "cost_usd = CASE WHEN :add_cost_usd IS NULL THEN cost_usd "
+    "ELSE COALESCE(cost_usd, 0) + :add_cost_usd END, "
     "input = COALESCE(:input, input), "
     "wait = CASE WHEN :clear_wait THEN :wait ELSE wait END, "
     "wake_at = CASE WHEN :clear_wait THEN :wake_at ELSE wake_at END, "
@@ -109,10 +120,16 @@ def get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord | None:
     return None if row is None else RunRecord(*row)
 
 
-def list_runs_query(status: str | None, flow: str | None, limit: int) -> tuple[str, list[Any]]:
+def list_runs_query(
+    status: str | None, flow: str | None, limit: int, before: str | None = None
+) -> tuple[str, list[Any]]:
     """SQL and parameters of :func:`list_runs`; every filter combination uses an index."""
     where: list[str] = []
     params: list[Any] = []
+    if before is not None:
+        # Row values compare lexicographically: older, or as old with a smaller id.
+        where.append("(created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?)")
+        params.append(before)
     if status is not None:
         where.append("status = ?")
         params.append(status)
@@ -125,11 +142,27 @@ def list_runs_query(status: str | None, flow: str | None, limit: int) -> tuple[s
 
 
 def list_runs(
-    conn: sqlite3.Connection, status: str | None, flow: str | None, limit: int
+    conn: sqlite3.Connection,
+    status: str | None,
+    flow: str | None,
+    limit: int,
+    before: str | None = None,
 ) -> list[RunRecord]:
     """Runs matching the filters, newest first."""
-    sql, params = list_runs_query(status, flow, limit)
+    sql, params = list_runs_query(status, flow, limit, before)
     return [RunRecord(*row) for row in conn.execute(sql, params)]
+
+
+def find_runs(conn: sqlite3.Connection, prefix: str, limit: int) -> list[str]:
+    """Ids starting with ``prefix``: a range scan of the primary key (LIKE would not use it)."""
+    params: list[Any]
+    if not prefix:
+        sql, params = "SELECT id FROM runs ORDER BY id LIMIT ?", [limit]
+    else:
+        upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        sql = "SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
+        params = [prefix, upper, limit]
+    return [row[0] for row in conn.execute(sql, params)]
 
 
 def load_journal(conn: sqlite3.Connection, run_id: str) -> list[JournalEntry]:
@@ -210,9 +243,15 @@ def change_token(conn: sqlite3.Connection) -> int:
 # -- mutations (inside the group committer's transaction) --------------------------------
 
 
-def create_run(conn: sqlite3.Connection, run: RunRecord) -> tuple[RunRecord, bool]:
-    """Insert ``run`` unless its id exists; returns the stored record and whether it is new."""
+def create_run(
+    conn: sqlite3.Connection, run: RunRecord, journal: Sequence[JournalEntry] = ()
+) -> tuple[RunRecord, bool]:
+    """Insert ``run`` and ``journal`` unless its id exists; the stored record and whether new."""
+    for entry in journal:
+        if entry.run_id != run.id:
+            raise StorageError(f"journal entry of run {entry.run_id} given to create run {run.id}")
     if conn.execute(_INSERT_RUN, run_values(run)).rowcount == 1:
+        conn.executemany(_UPSERT_ENTRY, [entry_values(entry) for entry in journal])
         return run, True
     existing = get_run(conn, run.id)
     if existing is None:  # pragma: no cover - the insert just conflicted on this id

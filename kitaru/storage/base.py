@@ -109,6 +109,15 @@ class RunPatch:
     wait_topics: str | None = None
     #: Replace the run's input (``continue_as_new``).
     input: bytes | None = None
+    #: Set ``error`` and ``error_info`` to NULL (a retried run is no longer failed).
+    clear_error: bool = False
+    #: Replace the run's ``kitaru.log`` metadata (a JSON object).
+    metadata: bytes | None = None
+    #: Added to the run's usage totals (LLM calls recorded with this patch).
+    add_input_tokens: int = 0
+    add_output_tokens: int = 0
+    #: Added to the run's cost; ``None`` adds nothing (the cost is unknown).
+    add_cost_usd: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,10 +145,13 @@ class RunStore(Protocol):
 
     url: str
 
-    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
-        """Insert ``run`` unless a run with its id exists.
+    async def create_run(
+        self, run: RunRecord, journal: Sequence[JournalEntry] = ()
+    ) -> tuple[RunRecord, bool]:
+        """Insert ``run`` (with ``journal``, in the same transaction) unless its id exists.
 
-        Returns the stored record and whether it was created by this call.
+        Returns the stored record and whether it was created by this call; an
+        existing run is returned unchanged and ``journal`` is not written.
         """
         ...
 
@@ -153,8 +165,17 @@ class RunStore(Protocol):
         status: str | None = None,
         flow: str | None = None,
         limit: int = 100,
+        before: str | None = None,
     ) -> list[RunRecord]:
-        """Runs matching the filters, newest first."""
+        """Runs matching the filters, newest first.
+
+        ``before`` is a run id (the last one of the previous page): only runs
+        older than it are returned, so pages stay stable while runs are added.
+        """
+        ...
+
+    async def find_runs(self, prefix: str, limit: int = 2) -> list[str]:
+        """Ids of runs whose id starts with ``prefix``, in id order (at most ``limit``)."""
         ...
 
     async def load_journal(self, run_id: str) -> list[JournalEntry]:

@@ -67,14 +67,21 @@ class MemoryStore:
         data.version += 1
         return data
 
-    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
-        """Insert ``run`` unless one with its id exists."""
+    async def create_run(
+        self, run: RunRecord, journal: Sequence[JournalEntry] = ()
+    ) -> tuple[RunRecord, bool]:
+        """Insert ``run`` and its ``journal`` unless a run with its id exists."""
         data = self._write()
         existing = data.runs.get(run.id)
         if existing is not None:
             return existing, False
+        for entry in journal:
+            if entry.run_id != run.id:
+                raise StorageError(
+                    f"journal entry of run {entry.run_id} given to create run {run.id}"
+                )
         data.runs[run.id] = run
-        data.journals[run.id] = {}
+        data.journals[run.id] = {entry.position: entry for entry in journal}
         return run, True
 
     async def get_run(self, run_id: str) -> RunRecord | None:
@@ -87,15 +94,27 @@ class MemoryStore:
         status: str | None = None,
         flow: str | None = None,
         limit: int = 100,
+        before: str | None = None,
     ) -> list[RunRecord]:
-        """Runs matching the filters, newest first."""
+        """Runs matching the filters, newest first (older than run ``before``)."""
+        data = self._check()
         runs = [
             r
-            for r in self._check().runs.values()
+            for r in data.runs.values()
             if (status is None or r.status == status) and (flow is None or r.flow == flow)
         ]
+        if before is not None:
+            cursor = data.runs.get(before)
+            if cursor is None:
+                return []
+            key = (cursor.created_at, cursor.id)
+            runs = [r for r in runs if (r.created_at, r.id) < key]
         runs.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         return runs[:limit]
+
+    async def find_runs(self, prefix: str, limit: int = 2) -> list[str]:
+        """Ids starting with ``prefix``, in id order."""
+        return sorted(i for i in self._check().runs if i.startswith(prefix))[:limit]
 
     async def load_journal(self, run_id: str) -> list[JournalEntry]:
         """The run's journal ordered by position."""
@@ -315,4 +334,14 @@ def _apply(run: RunRecord, patch: RunPatch) -> RunRecord:
     if patch.release:
         changes["owner"] = None
         changes["lease_until"] = None
+    if patch.clear_error:
+        changes["error"] = None
+        changes["error_info"] = None
+    if patch.metadata is not None:
+        changes["metadata"] = patch.metadata
+    if patch.add_input_tokens or patch.add_output_tokens:
+        changes["input_tokens"] = run.input_tokens + patch.add_input_tokens
+        changes["output_tokens"] = run.output_tokens + patch.add_output_tokens
+    if patch.add_cost_usd is not None:
+        changes["cost_usd"] = (run.cost_usd or 0.0) + patch.add_cost_usd
     return dataclasses.replace(run, **changes)  # type: ignore[arg-type]

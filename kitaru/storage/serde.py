@@ -74,6 +74,20 @@ class Codec:
                 "it, or replay the run from a checkpoint before this one."
             ) from exc
 
+    def validate(self, data: bytes | str, *, what: What) -> Any:
+        """Decode JSON that comes from a person (an override, a message) into the type.
+
+        Raises:
+            SerializationError: the value does not fit; the message says why.
+        """
+        try:
+            return self._adapter.validate_json(data)
+        except ValueError as exc:
+            raise SerializationError(
+                f"{_name(what)} does not fit {describe_type(self.annotation)}: "
+                f"{_summary(exc)}"
+            ) from exc
+
     def json_schema(self) -> dict[str, Any]:
         """JSON Schema of the annotation (for waits and the HTTP API)."""
         if self._schema is None:
@@ -108,6 +122,18 @@ def codec_for(annotation: Any) -> Codec:
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[-1] if lines else type(exc).__name__
+
+
+def _summary(exc: ValueError) -> str:
+    """A pydantic validation error in one line: ``score: Field required; ...``."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return _first_line(exc)
+    parts = []
+    for error in errors()[:5]:
+        where = ".".join(str(p) for p in error.get("loc", ())) or "value"
+        parts.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(parts)
 
 
 def describe_type(annotation: Any) -> str:

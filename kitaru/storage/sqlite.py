@@ -182,9 +182,16 @@ class SQLiteStore:
         status: str | None = None,
         flow: str | None = None,
         limit: int = 100,
+        before: str | None = None,
     ) -> list[RunRecord]:
-        """Runs matching the filters, newest first."""
-        return await self._read("list runs", lambda c: ops.list_runs(c, status, flow, limit))
+        """Runs matching the filters, newest first (older than run ``before``)."""
+        return await self._read(
+            "list runs", lambda c: ops.list_runs(c, status, flow, limit, before)
+        )
+
+    async def find_runs(self, prefix: str, limit: int = 2) -> list[str]:
+        """Ids of runs starting with ``prefix``, in id order."""
+        return await self._read("find runs", lambda c: ops.find_runs(c, prefix, limit))
 
     async def load_journal(self, run_id: str) -> list[JournalEntry]:
         """The run's journal ordered by position."""
@@ -239,9 +246,12 @@ class SQLiteStore:
 
     # -- mutations: the writer connection, group-committed ----------------------------
 
-    async def create_run(self, run: RunRecord) -> tuple[RunRecord, bool]:
-        """Insert ``run`` unless a run with its id exists; returns (stored, created)."""
-        return await self._write("create a run", lambda c: ops.create_run(c, run))
+    async def create_run(
+        self, run: RunRecord, journal: Sequence[JournalEntry] = ()
+    ) -> tuple[RunRecord, bool]:
+        """Insert ``run`` and ``journal`` unless a run with its id exists; (stored, created)."""
+        journal = tuple(journal)
+        return await self._write("create a run", lambda c: ops.create_run(c, run, journal))
 
     async def record(self, entries: Sequence[JournalEntry], patch: RunPatch | None = None) -> bool:
         """Atomically write journal entries (never over a completed one) and apply ``patch``.

@@ -606,3 +606,84 @@ async def test_aclose_is_idempotent_and_final(store: RunStore) -> None:
 async def test_store_is_a_run_store(store: RunStore) -> None:
     assert isinstance(store, RunStore)
     assert "://" in store.url
+
+
+# -- replay, retry, usage, metadata and lookups -------------------------------------
+
+
+async def test_create_run_writes_its_journal_in_the_same_call(store: RunStore) -> None:
+    entries = [make_entry("r1", 0), make_entry("r1", 1, name="other", value=b"2")]
+    _, created = await store.create_run(make_run("r1"), entries)
+    assert created
+    assert await store.load_journal("r1") == entries
+    # A second create of the same id leaves both the run and its journal alone.
+    _, again = await store.create_run(make_run("r1"), [make_entry("r1", 5)])
+    assert not again
+    assert [e.position for e in await store.load_journal("r1")] == [0, 1]
+
+
+async def test_create_run_refuses_entries_of_another_run_and_writes_nothing(
+    store: RunStore,
+) -> None:
+    with pytest.raises(StorageError, match="r2"):
+        await store.create_run(make_run("r1"), [make_entry("r2", 0)])
+    assert await store.get_run("r1") is None
+
+
+async def test_list_runs_pages_with_a_cursor(store: RunStore) -> None:
+    await add(store, *(make_run(f"r{i}", created_at=T0 + i // 2) for i in range(7)))
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.list_runs(limit=3, before=cursor)
+        seen += [r.id for r in page]
+        if len(page) < 3:
+            break
+        cursor = page[-1].id
+    assert seen == [r.id for r in await store.list_runs(limit=100)]
+    assert len(seen) == 7
+    assert await store.list_runs(before="missing") == []
+
+
+async def test_find_runs_by_prefix(store: RunStore) -> None:
+    await add(store, make_run("abc1"), make_run("abc2"), make_run("abd"), make_run("b"))
+    assert await store.find_runs("abc") == ["abc1", "abc2"]
+    assert await store.find_runs("abc", limit=1) == ["abc1"]
+    assert await store.find_runs("abd") == ["abd"]
+    assert await store.find_runs("abc2") == ["abc2"]
+    assert await store.find_runs("x") == []
+
+
+async def test_patch_adds_usage_and_sets_metadata(store: RunStore) -> None:
+    await add(store, make_run("r1"))
+    patch = RunPatch("r1", updated_at=T0 + 1, add_input_tokens=10, add_output_tokens=4)
+    await store.update_run(patch)
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.input_tokens, run.output_tokens, run.cost_usd) == (10, 4, None)
+    await store.record(
+        (),
+        RunPatch(
+            "r1",
+            updated_at=T0 + 2,
+            add_input_tokens=1,
+            add_output_tokens=1,
+            add_cost_usd=0.25,
+            metadata=b'{"k": 1}',
+        ),
+    )
+    await store.update_run(RunPatch("r1", updated_at=T0 + 3, add_cost_usd=0.5))
+    run = await store.get_run("r1")
+    assert run is not None
+    assert (run.input_tokens, run.output_tokens, run.cost_usd) == (11, 5, 0.75)
+    assert run.metadata == b'{"k": 1}'
+
+
+async def test_clear_error_turns_a_failed_run_back_into_a_clean_one(store: RunStore) -> None:
+    await add(store, make_run("r1", status="failed", error="E: x", error_info=b"{}"))
+    patch = RunPatch(
+        "r1", updated_at=T0 + 1, status="running", clear_error=True, expect=("failed",)
+    )
+    run = await store.update_run(patch)
+    assert run is not None
+    assert (run.status, run.error, run.error_info) == ("running", None, None)
