@@ -417,13 +417,21 @@ class Runtime:
         return await run_info(self, record)
 
     async def list_runs(
-        self, *, status: str | None = None, flow: str | None = None, limit: int = 100
+        self,
+        *,
+        status: str | None = None,
+        flow: str | None = None,
+        limit: int = 100,
+        before: str | None = None,
     ) -> list[RunInfo]:
-        """Runs matching the filters, newest first (``status`` is a RunStatus value)."""
+        """Runs matching the filters, newest first (``status`` is a RunStatus value).
+
+        ``before`` pages: pass the id of the last run of the previous page.
+        """
         self._check_open()
         if status is not None:
             status = RunStatus(status).value
-        records = await self.store.list_runs(status=status, flow=flow, limit=limit)
+        records = await self.store.list_runs(status=status, flow=flow, limit=limit, before=before)
         return [await run_info(self, r) for r in records]
 
     async def send(
