@@ -16,7 +16,17 @@ __all__ = ("redact", "scheme_of")
 _MASK = "***"
 # RFC 3986 scheme: a letter, then letters, digits, "+", "-" or ".".
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*$")
-_SECRET_PARAMS = frozenset({"password", "passwd", "pwd"})
+_SECRET_PARAMS = frozenset({"password", "passwd", "pwd", "secret", "token", "key"})
+
+
+def _is_secret(name: str) -> bool:
+    """Query parameters that carry credentials (``password``, ``secret_key``, ``token``...)."""
+    lowered = name.lower()
+    return (
+        lowered in _SECRET_PARAMS
+        or lowered.endswith(("_key", "_secret", "_token", "_password"))
+        or "secret" in lowered
+    )
 
 
 def scheme_of(url: str) -> str:
@@ -37,8 +47,9 @@ def scheme_of(url: str) -> str:
 def redact(url: str) -> str:
     """Return ``url`` with any password replaced by ``***``.
 
-    Both the user-info form (``postgresql://user:secret@host/db``) and a
-    ``password=`` query parameter are masked; anything else is left as is.
+    Both the user-info form (``postgresql://user:secret@host/db``) and
+    credential query parameters (``password=``, ``secret=``, ``token=``,
+    ``key=``, ``*_key=``...) are masked; anything else is left as is.
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
@@ -65,7 +76,7 @@ def _redact_query(tail: str) -> str:
         return tail
     query, hash_, fragment = rest.partition("#")
     pairs = parse_qsl(query, keep_blank_values=True)
-    if not any(key.lower() in _SECRET_PARAMS for key, _ in pairs):
+    if not any(_is_secret(key) for key, _ in pairs):
         return tail
-    masked = [(k, _MASK if k.lower() in _SECRET_PARAMS else v) for k, v in pairs]
+    masked = [(k, _MASK if _is_secret(k) else v) for k, v in pairs]
     return f"{path}?{urlencode(masked, safe='*')}{hash_}{fragment}"

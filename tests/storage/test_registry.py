@@ -137,6 +137,9 @@ def test_registry_is_read_only() -> None:
         ("sqlite:////srv/kitaru.db", "sqlite:////srv/kitaru.db"),
         ("memory://", "memory://"),
         ("not a url", "not a url"),
+        ("s3://b/p?secret=s&endpoint_url=http://h", "s3://b/p?secret=***&endpoint_url=http%3A%2F%2Fh"),
+        ("s3://b/p?aws_secret_access_key=s", "s3://b/p?aws_secret_access_key=***"),
+        ("s3://b/p?token=t&key=k&api_key=a", "s3://b/p?token=***&key=***&api_key=***"),
     ],
 )
 def test_redact(url: str, shown: str | None) -> None:
