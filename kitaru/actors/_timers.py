@@ -3,10 +3,15 @@
 - ``lease_service`` extends every lease this runtime holds with one statement
   and sweeps (one query) for ``running`` runs whose owner is gone;
 - ``timer_service`` sleeps until the store's next deadline of an evicted run
-  (a sleep's end, a wait's timeout) and rehydrates the runs that are due;
-- ``wake_service`` notices messages written by other processes: it asks the
-  store for a change token (free when nothing changed) and, when it moved,
-  fetches the messages that arrived since the last look, with one query.
+  (a sleep's end, a wait's timeout) and rehydrates the runs that are due; a
+  store with ``claim_due`` (PostgreSQL) finds and leases them in one statement,
+  so workers sharing the store split the due runs instead of racing for them;
+- ``wake_service`` notices messages written by other processes. A store with
+  ``wait_for_change`` (PostgreSQL, through LISTEN/NOTIFY) wakes it when another
+  process commits a message, with no polling; otherwise it asks the store for a
+  change token every ``poll_interval`` (free when nothing changed). Either way,
+  when something changed it fetches the messages that arrived since the last
+  look, with one query.
 
 Resident suspended flows do not need the timer service: their own wait holds
 the deadline in memory.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import anyio
@@ -24,6 +30,7 @@ from .._errors import StorageError
 
 if TYPE_CHECKING:
     from .._runtime import Runtime
+    from ..storage.base import RunRecord
 
 __all__ = ("lease_service", "timer_service", "wake_service")
 
@@ -33,6 +40,8 @@ log = logging.getLogger("kitaru.timers")
 #: earlier one); local changes kick the service at once.
 _RESCAN = 5.0
 _BATCH = 1000
+#: Seconds before looking again at a deadline another worker was claiming.
+_RETRY_DUE = 0.05
 
 
 async def lease_service(runtime: Runtime) -> None:
@@ -60,9 +69,10 @@ async def timer_service(runtime: Runtime) -> None:
             now = clock.now()
             nxt = await store.next_wake(flows, now=now) if flows else None
             if nxt is not None and nxt <= now:
-                for run_id in await store.due(flows, now=now, limit=_BATCH):
-                    await runtime.wake(run_id)
-                continue
+                if await _wake_due(runtime, flows, now):
+                    continue
+                # Due but claimed by someone else this instant: look again shortly.
+                nxt = now + _RETRY_DUE
         except StorageError as exc:
             log.warning("timer service: %s; retrying", exc)
             nxt = None
@@ -71,9 +81,34 @@ async def timer_service(runtime: Runtime) -> None:
             await clock.sleep_until(target, kick)
 
 
+async def _wake_due(runtime: Runtime, flows: list[str], now: float) -> int:
+    """Rehydrate the runs due at ``now``; how many were found."""
+    store = runtime.store
+    claim_due = getattr(store, "claim_due", None)
+    if claim_due is None:
+        ids = await store.due(flows, now=now, limit=_BATCH)
+        for run_id in ids:
+            await runtime.wake(run_id)
+        return len(ids)
+    claimed: list[RunRecord] = await claim_due(
+        flows,
+        runtime.owner,
+        now=now,
+        lease_until=now + runtime.config.lease_seconds,
+        limit=_BATCH,
+    )
+    for record in claimed:
+        runtime.host_claimed(record)
+    return len(claimed)
+
+
 async def wake_service(runtime: Runtime) -> None:
     """Deliver messages that other processes wrote to the store."""
     store = runtime.store
+    wait_for_change = getattr(store, "wait_for_change", None)
+    if wait_for_change is not None:
+        await _listen(runtime, wait_for_change)
+        return
     seen_token: int | None = None
     last_id = 0
     while True:
@@ -81,19 +116,53 @@ async def wake_service(runtime: Runtime) -> None:
             token = await store.change_token()
             if token != seen_token:
                 seen_token = token
-                while True:
-                    messages = await store.messages_after(last_id, limit=_BATCH)
-                    for message in messages:
-                        last_id = max(last_id, message.id)
-                        if message.id in runtime.posted:
-                            runtime.posted.discard(message.id)  # delivered when posted
-                            continue
-                        await runtime.wake(message.run_id, message.topic)
-                    if len(messages) < _BATCH:
-                        break
-                # Local ids at or below what the store has shown us were either
-                # skipped above or consumed before we looked: forget them.
-                runtime.posted.difference_update([i for i in runtime.posted if i <= last_id])
+                last_id = await _deliver(runtime, last_id)
         except StorageError as exc:
             log.warning("wake service: %s; retrying", exc)
         await anyio.sleep(runtime.config.poll_interval)
+
+
+async def _listen(
+    runtime: Runtime, wait_for_change: Callable[[int, float], Awaitable[int]]
+) -> None:
+    """The wake service of a store that signals other processes' commits."""
+    deadline_token: Callable[[], int] | None = getattr(runtime.store, "deadline_token", None)
+    seen_deadlines = deadline_token() if deadline_token is not None else 0
+    signal = 0
+    last_id = 0
+    fetch = True  # once at the start: messages may predate this runtime
+    while True:
+        try:
+            if fetch:
+                last_id = await _deliver(runtime, last_id)
+            # Returns at once on a signal; after poll_interval otherwise, with
+            # the same token when nothing happened (then nothing is queried).
+            new = await wait_for_change(signal, runtime.config.poll_interval)
+        except StorageError as exc:
+            log.warning("wake service: %s; retrying", exc)
+            await anyio.sleep(runtime.config.poll_interval)
+            continue
+        fetch, signal = new != signal, new
+        if deadline_token is not None and deadline_token() != seen_deadlines:
+            # Another process handed a deadline over: the timer service should look.
+            seen_deadlines = deadline_token()
+            runtime.timer_kick.set()
+
+
+async def _deliver(runtime: Runtime, last_id: int) -> int:
+    """Wake the runs that got messages with ids above ``last_id``; the new ``last_id``."""
+    store = runtime.store
+    while True:
+        messages = await store.messages_after(last_id, limit=_BATCH)
+        for message in messages:
+            last_id = max(last_id, message.id)
+            if message.id in runtime.posted:
+                runtime.posted.discard(message.id)  # delivered when posted
+                continue
+            await runtime.wake(message.run_id, message.topic)
+        if len(messages) < _BATCH:
+            break
+    # Local ids at or below what the store has shown us were either
+    # skipped above or consumed before we looked: forget them.
+    runtime.posted.difference_update([i for i in runtime.posted if i <= last_id])
+    return last_id

@@ -21,9 +21,7 @@ __all__ = ("open_store", "register_store", "registry")
 #: A ``"module:Class"`` string or the class itself; called with the URL.
 StoreTarget = str | type[Any]
 
-_POSTGRES_HINT = (
-    "the PostgreSQL run store ships in a later kitaru release; use 'sqlite:///kitaru.db' until then"
-)
+_POSTGRES_HINT = "the PostgreSQL run store needs the asyncpg driver: pip install asyncpg"
 
 _registry: dict[str, StoreTarget] = {
     "memory": "kitaru.storage.memory:MemoryStore",

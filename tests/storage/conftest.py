@@ -1,8 +1,9 @@
 """Fixtures of the storage suite: one open, empty run store per backend.
 
-The backends come from ``store_url`` in ``tests/conftest.py`` (memory and a
-SQLite file under ``tmp_path``); adding PostgreSQL there, as one more param,
-runs this whole suite against it too. ``anyio_backend`` comes from there as well.
+The backends come from ``store_url`` in ``tests/conftest.py``: memory, a
+SQLite file under ``tmp_path``, and PostgreSQL (a fresh schema on the server
+named by ``KITARU_TEST_POSTGRES_URL``; skipped when it is unset).
+``anyio_backend`` comes from there as well.
 
 ``s3_server`` runs a local S3-compatible server (moto, in a subprocess) for
 the session; ``s3`` gives a test its own prefix in that server's bucket, with

@@ -1,0 +1,511 @@
+"""The PostgreSQL run store's operations, as plain functions of an asyncpg connection.
+
+Each function mirrors the method of the same name in
+:mod:`kitaru.storage.memory`. Every mutation is one statement (its own
+transaction, one round trip), except :func:`consume`, which needs three.
+
+Mutations take ``uncertain``: ``True`` when an earlier attempt of the same
+call lost its connection after sending its statement, so it may have
+committed. Writes whose result would differ on a second run (a guarded patch
+refusing because the first attempt already changed the status, a post adding
+a second message, ...) then look for the first attempt's effects before and,
+if refused, after running again; see :mod:`kitaru.storage.postgres`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from kitaru._errors import StorageError
+
+from ._pg_sql import ACTIVE, ENTRY_COLUMNS, PATCH_FIELDS, RUN_COLUMNS, Queries
+from .base import JournalEntry, Message, RunPatch, RunRecord
+
+if TYPE_CHECKING:
+    from asyncpg import Connection as _Connection
+    from asyncpg.pool import PoolConnectionProxy
+
+    #: A connection of its own (migrations, the listener) or one lent by the pool.
+    Connection = _Connection[Any] | PoolConnectionProxy[Any]
+
+__all__ = ("Context", "patch_applied")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Context:
+    """What every statement of one store needs besides its arguments."""
+
+    q: Queries
+    #: LISTEN/NOTIFY channel and the payloads this store sends ("kind:origin").
+    notify: Mapping[str, str]
+    #: The advisory lock key that orders message ids.
+    post_lock: tuple[int, int]
+
+
+class _Refused(Exception):
+    """Rolls a multi-statement transaction back when a guard does not hold."""
+
+
+# -- values ---------------------------------------------------------------------------
+
+
+def patch_values(patch: RunPatch) -> dict[str, Any]:
+    """Placeholder values of a patch (``p_*``)."""
+    values = {f"p_{name}": getattr(patch, name) for name in PATCH_FIELDS}
+    values["p_expect"] = list(patch.expect)
+    return values
+
+
+def entry_values(entries: Sequence[JournalEntry]) -> dict[str, Any]:
+    """Placeholder values of journal entries, one array per column (``e_*``)."""
+    return {f"e_{c}": [getattr(entry, c) for entry in entries] for c in ENTRY_COLUMNS}
+
+
+def run_values(run: RunRecord) -> dict[str, Any]:
+    """Placeholder values of a run row (``r_*``)."""
+    return {f"r_{c}": getattr(run, c) for c in RUN_COLUMNS}
+
+
+def _batch(entries: Sequence[JournalEntry]) -> list[JournalEntry]:
+    """One entry per (run, position), as if they were written one after another.
+
+    One INSERT ... ON CONFLICT cannot touch a row twice, and a completed entry
+    is final, so a later entry only replaces an earlier unfinished one.
+    """
+    kept: dict[tuple[str, int], JournalEntry] = {}
+    for entry in entries:
+        key = (entry.run_id, entry.position)
+        old = kept.get(key)
+        if old is None or old.status != "completed":
+            kept[key] = entry
+    return list(kept.values())
+
+
+def patch_applied(run: RunRecord | None, patch: RunPatch) -> bool:
+    """True when ``run`` already shows every effect of ``patch``.
+
+    Used only after a lost connection, to tell whether the first attempt
+    committed. Usage increments (``add_*``) cannot be told apart from earlier
+    ones, so they count as applied when everything else, ``updated_at``
+    included, matches.
+    """
+    if run is None or run.updated_at != patch.updated_at:
+        return False
+    for name in ("status", "output", "output_ref", "input", "metadata"):
+        value = getattr(patch, name)
+        if value is not None and getattr(run, name) != value:
+            return False
+    if patch.clear_error:
+        if run.error is not None or run.error_info is not None:
+            return False
+    elif (patch.error is not None and run.error != patch.error) or (
+        patch.error_info is not None and run.error_info != patch.error_info
+    ):
+        return False
+    if patch.clear_wait and (run.wait, run.wake_at, run.wait_topics) != (
+        patch.wait,
+        patch.wake_at,
+        patch.wait_topics,
+    ):
+        return False
+    return not (patch.release and (run.owner is not None or run.lease_until is not None))
+
+
+# -- reads ----------------------------------------------------------------------------
+
+
+async def get_run(conn: Connection, cx: Context, run_id: str) -> RunRecord | None:
+    """The run, or ``None``."""
+    st = cx.q.sql["get_run"]
+    row = await conn.fetchrow(st.sql, *st.args({"id": run_id}))
+    return None if row is None else RunRecord(*row)
+
+
+async def list_runs(
+    conn: Connection,
+    cx: Context,
+    status: str | None,
+    flow: str | None,
+    limit: int,
+    before: str | None,
+) -> list[RunRecord]:
+    """Runs matching the filters, newest first (older than run ``before``)."""
+    st = cx.q.list_runs[(status is not None, flow is not None, before is not None)]
+    values = {"status": status, "flow": flow, "before": before, "limit": limit}
+    return [RunRecord(*row) for row in await conn.fetch(st.sql, *st.args(values))]
+
+
+async def find_runs(conn: Connection, cx: Context, prefix: str, limit: int) -> list[str]:
+    """Ids starting with ``prefix``: a range scan of the primary key."""
+    if not prefix:
+        st = cx.q.sql["find_all_runs"]
+        rows = await conn.fetch(st.sql, *st.args({"limit": limit}))
+    else:
+        high = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+        st = cx.q.sql["find_runs"]
+        rows = await conn.fetch(st.sql, *st.args({"low": prefix, "high": high, "limit": limit}))
+    return [row[0] for row in rows]
+
+
+async def load_journal(conn: Connection, cx: Context, run_id: str) -> list[JournalEntry]:
+    """The run's journal ordered by position."""
+    st = cx.q.sql["load_journal"]
+    return [JournalEntry(*row) for row in await conn.fetch(st.sql, *st.args({"run_id": run_id}))]
+
+
+async def orphans(
+    conn: Connection, cx: Context, flows: Sequence[str], now: float, dead: Sequence[str], limit: int
+) -> list[str]:
+    """``running`` runs of ``flows`` that could be claimed now, oldest first."""
+    if not flows:
+        return []
+    st = cx.q.sql["orphans"]
+    values = {"flows": list(flows), "dead": list(dead), "now": now, "limit": limit}
+    return [row[0] for row in await conn.fetch(st.sql, *st.args(values))]
+
+
+async def due(
+    conn: Connection, cx: Context, flows: Sequence[str], now: float, dead: Sequence[str], limit: int
+) -> list[str]:
+    """Suspended, unhosted runs of ``flows`` whose ``wake_at`` passed, most overdue first."""
+    if not flows:
+        return []
+    st = cx.q.sql["due"]
+    values = {"flows": list(flows), "dead": list(dead), "now": now, "limit": limit}
+    return [row[0] for row in await conn.fetch(st.sql, *st.args(values))]
+
+
+async def next_wake(
+    conn: Connection, cx: Context, flows: Sequence[str], now: float
+) -> float | None:
+    """Earliest ``wake_at`` of a suspended run of ``flows`` nobody hosts."""
+    if not flows:
+        return None
+    st = cx.q.sql["next_wake"]
+    found = await conn.fetchval(st.sql, *st.args({"flows": list(flows), "now": now}))
+    return None if found is None else float(found)
+
+
+async def owners(conn: Connection, cx: Context) -> list[str]:
+    """Distinct owners holding the lease of an active run."""
+    st = cx.q.sql["owners"]
+    return [row[0] for row in await conn.fetch(st.sql, *st.args({"active": ACTIVE}))]
+
+
+async def next_message(conn: Connection, cx: Context, run_id: str, topic: str) -> Message | None:
+    """Oldest unconsumed message of ``run_id`` on ``topic``."""
+    st = cx.q.sql["next_message"]
+    row = await conn.fetchrow(st.sql, *st.args({"run_id": run_id, "topic": topic}))
+    return None if row is None else Message(*row)
+
+
+async def messages_after(conn: Connection, cx: Context, after_id: int, limit: int) -> list[Message]:
+    """Unconsumed messages with an id above ``after_id``, oldest first."""
+    st = cx.q.sql["messages_after"]
+    rows = await conn.fetch(st.sql, *st.args({"after": after_id, "limit": limit}))
+    return [Message(*row) for row in rows]
+
+
+# -- mutations ------------------------------------------------------------------------
+
+
+async def create_run(
+    conn: Connection,
+    cx: Context,
+    run: RunRecord,
+    journal: Sequence[JournalEntry],
+    uncertain: bool,
+) -> tuple[RunRecord, bool]:
+    """Insert ``run`` and ``journal`` unless its id exists; the stored record and whether new."""
+    for entry in journal:
+        if entry.run_id != run.id:
+            raise StorageError(f"journal entry of run {entry.run_id} given to create run {run.id}")
+    values = run_values(run)
+    if journal:
+        # The last entry given for a position wins, as in the other backends.
+        entries = list({entry.position: entry for entry in journal}.values())
+        values.update(entry_values(entries))
+        st = cx.q.sql["create_run_with_journal"]
+        created = bool(await conn.fetchval(st.sql, *st.args(values)))
+    else:
+        st = cx.q.sql["create_run"]
+        created = await conn.fetchval(st.sql, *st.args(values)) is not None
+    if created:
+        return run, True
+    existing = await get_run(conn, cx, run.id)
+    if existing is None:  # pragma: no cover - the insert just conflicted on this id
+        raise StorageError(f"run {run.id} vanished while it was being created")
+    # After a lost connection, finding exactly our record means our first try committed.
+    return (run, True) if uncertain and existing == run else (existing, False)
+
+
+async def record(
+    conn: Connection,
+    cx: Context,
+    entries: Sequence[JournalEntry],
+    patch: RunPatch | None,
+    uncertain: bool,
+) -> bool:
+    """Upsert entries (never over a completed one) and apply ``patch``, or nothing."""
+    batch = _batch(entries)
+    if patch is None:
+        # Idempotent: running it twice leaves the same rows.
+        if batch:
+            await _write_entries(conn, cx, batch)
+        return True
+    if uncertain and await _recorded(conn, cx, batch, patch):
+        return True
+    values = {**patch_values(patch), **cx.notify}
+    if batch:
+        values.update(entry_values(batch))
+        st = cx.q.sql["record"]
+        try:
+            row = await conn.fetchrow(st.sql, *st.args(values))
+        except Exception as exc:
+            await _explain_unknown_run(conn, cx, batch, exc)
+            raise
+    else:
+        st = cx.q.sql["patch"]
+        row = await conn.fetchrow(st.sql, *st.args(values))
+    done = bool(row is not None and row[0])
+    if not done and uncertain:
+        return await _recorded(conn, cx, batch, patch)
+    return done
+
+
+async def update_run(
+    conn: Connection, cx: Context, patch: RunPatch, uncertain: bool
+) -> RunRecord | None:
+    """Apply ``patch`` if the run's status matches; the updated record or ``None``."""
+    if uncertain:
+        run = await get_run(conn, cx, patch.run_id)
+        if patch_applied(run, patch):
+            return run
+    st = cx.q.sql["update_run"]
+    row = await conn.fetchrow(st.sql, *st.args({**patch_values(patch), **cx.notify}))
+    if row is not None:
+        return RunRecord(*tuple(row)[: len(RUN_COLUMNS)])
+    if uncertain:
+        run = await get_run(conn, cx, patch.run_id)
+        return run if patch_applied(run, patch) else None
+    return None
+
+
+async def reset_journal(conn: Connection, cx: Context, patch: RunPatch, uncertain: bool) -> bool:
+    """Delete the run's journal and apply ``patch``, if its status matches."""
+    if uncertain and await _reset_done(conn, cx, patch):
+        return True
+    st = cx.q.sql["reset_journal"]
+    row = await conn.fetchrow(st.sql, *st.args({**patch_values(patch), **cx.notify}))
+    done = bool(row is not None and row[0])
+    if not done and uncertain:
+        return await _reset_done(conn, cx, patch)
+    return done
+
+
+async def consume(
+    conn: Connection,
+    cx: Context,
+    message_id: int,
+    entry: JournalEntry | None,
+    patch: RunPatch | None,
+    uncertain: bool,
+) -> bool:
+    """Mark the message consumed, record ``entry`` and apply ``patch``: all or nothing."""
+    if uncertain and await _consumed(conn, cx, message_id, entry, patch):
+        return True
+    mark = cx.q.sql["mark_consumed"]
+    try:
+        async with conn.transaction():
+            if await conn.fetchval(mark.sql, *mark.args({"id": message_id})) is None:
+                raise _Refused
+            if patch is not None:
+                st = cx.q.sql["patch"]
+                row = await conn.fetchrow(st.sql, *st.args({**patch_values(patch), **cx.notify}))
+                if row is None or not row[0]:
+                    raise _Refused
+            if entry is not None:
+                await _write_entries(conn, cx, [entry])
+    except _Refused:
+        return uncertain and await _consumed(conn, cx, message_id, entry, patch)
+    except Exception as exc:
+        if entry is not None:  # rolled back by now: explain an unknown run
+            await _explain_unknown_run(conn, cx, [entry], exc)
+        raise
+    return True
+
+
+async def claim(
+    conn: Connection,
+    cx: Context,
+    run_id: str,
+    owner: str,
+    now: float,
+    lease_until: float,
+    dead: Sequence[str],
+) -> RunRecord | None:
+    """Take the lease of an active run nobody live holds (idempotent for ``owner``)."""
+    st = cx.q.sql["claim"]
+    values = {
+        "id": run_id,
+        "owner": owner,
+        "lease_until": lease_until,
+        "active": ACTIVE,
+        "dead": list(dead),
+        "now": now,
+    }
+    row = await conn.fetchrow(st.sql, *st.args(values))
+    return None if row is None else RunRecord(*row)
+
+
+async def claim_due(
+    conn: Connection,
+    cx: Context,
+    flows: Sequence[str],
+    owner: str,
+    now: float,
+    lease_until: float,
+    dead: Sequence[str],
+    limit: int,
+    uncertain: bool,
+) -> list[RunRecord]:
+    """Claim up to ``limit`` due, unhosted suspended runs of ``flows``, most overdue first."""
+    if not flows:
+        return []
+    st = cx.q.sql["claim_due"]
+    values = {
+        "flows": list(flows),
+        "dead": list(dead),
+        "now": now,
+        "own": uncertain,
+        "owner": owner,
+        "limit": limit,
+        "lease_until": lease_until,
+    }
+    runs = [RunRecord(*row) for row in await conn.fetch(st.sql, *st.args(values))]
+    runs.sort(key=lambda r: (r.wake_at or 0.0, r.id))
+    return runs
+
+
+async def renew_leases(conn: Connection, cx: Context, owner: str, lease_until: float) -> int:
+    """Extend every lease of ``owner``; how many."""
+    st = cx.q.sql["renew_leases"]
+    status = await conn.execute(st.sql, *st.args({"owner": owner, "lease_until": lease_until}))
+    return int(status.rpartition(" ")[2] or 0)
+
+
+async def release(conn: Connection, cx: Context, owner: str, run_ids: Sequence[str] | None) -> None:
+    """Drop ``owner``'s leases, on all its runs or on ``run_ids``."""
+    if run_ids is not None and not run_ids:
+        return
+    st = cx.q.sql["release"]
+    values = {
+        "owner": owner,
+        "all": run_ids is None,
+        "ids": list(run_ids or ()),
+        **cx.notify,
+    }
+    await conn.fetchrow(st.sql, *st.args(values))
+
+
+async def post(conn: Connection, cx: Context, message: Message, nonce: str) -> tuple[Message, bool]:
+    """Store ``message`` with the next id, unless its key was seen for the run.
+
+    ``nonce`` is unique to this ``post()`` call, so a retry after a lost
+    connection finds the message its first attempt stored instead of adding
+    a second one.
+    """
+    st = cx.q.sql["post"]
+    values = {
+        "lock_class": cx.post_lock[0],
+        "lock_key": cx.post_lock[1],
+        "run_id": message.run_id,
+        "topic": message.topic,
+        "payload": message.payload,
+        "created_at": message.created_at,
+        "sender": message.sender,
+        "key": message.key,
+        "nonce": nonce,
+        **cx.notify,
+    }
+    row = await conn.fetchrow(st.sql, *st.args(values))
+    if row is not None and row[0] is not None:
+        return dataclasses.replace(message, id=int(row[0])), True
+    mine = cx.q.sql["message_by_nonce"]
+    found = await conn.fetchrow(mine.sql, *mine.args({"nonce": nonce}))
+    if found is not None:
+        return Message(*found), True
+    if message.key is not None:
+        by_key = cx.q.sql["message_by_key"]
+        found = await conn.fetchrow(
+            by_key.sql, *by_key.args({"run_id": message.run_id, "key": message.key})
+        )
+        if found is not None:
+            return Message(*found), False
+    raise StorageError(  # pragma: no cover - only the key or the nonce can conflict
+        f"message to run {message.run_id} conflicted with a stored one that cannot be found"
+    )
+
+
+# -- helpers --------------------------------------------------------------------------
+
+
+async def _write_entries(conn: Connection, cx: Context, entries: Sequence[JournalEntry]) -> None:
+    st = cx.q.sql["upsert_entries"]
+    try:
+        await conn.execute(st.sql, *st.args(entry_values(entries)))
+    except Exception as exc:
+        await _explain_unknown_run(conn, cx, entries, exc)
+        raise
+
+
+async def _explain_unknown_run(
+    conn: Connection, cx: Context, entries: Sequence[JournalEntry], exc: Exception
+) -> None:
+    """Turn the journal's foreign-key violation into the contract's error."""
+    if getattr(exc, "sqlstate", None) != "23503" or conn.is_in_transaction():
+        return
+    for run_id in dict.fromkeys(entry.run_id for entry in entries):
+        if await get_run(conn, cx, run_id) is None:
+            raise StorageError(f"cannot record a journal entry for unknown run {run_id}") from None
+
+
+async def _entries_present(conn: Connection, cx: Context, entries: Sequence[JournalEntry]) -> bool:
+    by_run: dict[str, dict[int, JournalEntry]] = {}
+    for entry in entries:
+        if entry.run_id not in by_run:
+            journal = await load_journal(conn, cx, entry.run_id)
+            by_run[entry.run_id] = {e.position: e for e in journal}
+        stored = by_run[entry.run_id].get(entry.position)
+        if stored is None or (stored != entry and stored.status != "completed"):
+            return False
+    return True
+
+
+async def _recorded(
+    conn: Connection, cx: Context, entries: Sequence[JournalEntry], patch: RunPatch
+) -> bool:
+    run = await get_run(conn, cx, patch.run_id)
+    return patch_applied(run, patch) and await _entries_present(conn, cx, entries)
+
+
+async def _reset_done(conn: Connection, cx: Context, patch: RunPatch) -> bool:
+    run = await get_run(conn, cx, patch.run_id)
+    return patch_applied(run, patch) and not await load_journal(conn, cx, patch.run_id)
+
+
+async def _consumed(
+    conn: Connection,
+    cx: Context,
+    message_id: int,
+    entry: JournalEntry | None,
+    patch: RunPatch | None,
+) -> bool:
+    st = cx.q.sql["message_consumed"]
+    if not await conn.fetchval(st.sql, *st.args({"id": message_id})):
+        return False
+    if patch is not None and not patch_applied(await get_run(conn, cx, patch.run_id), patch):
+        return False
+    return entry is None or await _entries_present(conn, cx, [entry])

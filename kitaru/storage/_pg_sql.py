@@ -1,0 +1,301 @@
+"""The SQL of the PostgreSQL run store, compiled once per schema.
+
+Templates name their placeholders (``$run_id``) and the schema (``{s}``);
+:class:`Queries` turns them into numbered placeholders (``$1``) for one
+schema, so each statement's text is constant and asyncpg's per-connection
+statement cache prepares it once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from functools import lru_cache
+from typing import Any
+
+from ._pg_url import quote_ident
+from .base import ACTIVE_STATUSES, JournalEntry, Message, RunRecord
+
+__all__ = ("PATCH_FIELDS", "Queries", "Statement", "queries")
+
+RUN_COLUMNS = tuple(f.name for f in dataclasses.fields(RunRecord))
+ENTRY_COLUMNS = tuple(f.name for f in dataclasses.fields(JournalEntry))
+MESSAGE_COLUMNS = tuple(f.name for f in dataclasses.fields(Message))
+ACTIVE = list(ACTIVE_STATUSES)
+
+#: RunPatch fields the UPDATE below understands; a test fails when RunPatch grows.
+PATCH_FIELDS = (
+    "run_id",
+    "updated_at",
+    "status",
+    "output",
+    "output_ref",
+    "clear_error",
+    "error",
+    "error_info",
+    "metadata",
+    "add_input_tokens",
+    "add_output_tokens",
+    "add_cost_usd",
+    "input",
+    "clear_wait",
+    "wait",
+    "wake_at",
+    "wait_topics",
+    "release",
+    "expect",
+)
+
+_SQL_TYPES = {"str": "text", "int": "int8", "float": "float8", "bytes": "bytea"}
+
+
+def _sql_types(record: type) -> dict[str, str]:
+    """Column -> SQL type of a record dataclass, from its annotations."""
+    types = {}
+    for f in dataclasses.fields(record):
+        base = str(f.type).split("|")[0].strip()
+        types[f.name] = _SQL_TYPES[base]
+    return types
+
+
+_RUN_TYPES = _sql_types(RunRecord)
+_ENTRY_TYPES = _sql_types(JournalEntry)
+
+
+_PATCH_SET = """
+    updated_at = $p_updated_at::float8,
+    status = COALESCE($p_status::text, status),
+    output = COALESCE($p_output::bytea, output),
+    output_ref = COALESCE($p_output_ref::text, output_ref),
+    error = CASE WHEN $p_clear_error::bool THEN NULL ELSE COALESCE($p_error::text, error) END,
+    error_info = CASE WHEN $p_clear_error::bool THEN NULL
+                      ELSE COALESCE($p_error_info::bytea, error_info) END,
+    metadata = COALESCE($p_metadata::bytea, metadata),
+    input_tokens = input_tokens + $p_add_input_tokens::int8,
+    output_tokens = output_tokens + $p_add_output_tokens::int8,
+    cost_usd = CASE WHEN $p_add_cost_usd::float8 IS NULL THEN cost_usd
+                    ELSE COALESCE(cost_usd, 0) + $p_add_cost_usd::float8 END,
+    input = COALESCE($p_input::bytea, input),
+    wait = CASE WHEN $p_clear_wait::bool THEN $p_wait::bytea ELSE wait END,
+    wake_at = CASE WHEN $p_clear_wait::bool THEN $p_wake_at::float8 ELSE wake_at END,
+    wait_topics = CASE WHEN $p_clear_wait::bool THEN $p_wait_topics::text ELSE wait_topics END,
+    owner = CASE WHEN $p_release::bool THEN NULL ELSE owner END,
+    lease_until = CASE WHEN $p_release::bool THEN NULL ELSE lease_until END
+WHERE id = $p_run_id::text AND status = ANY($p_expect::text[])
+"""
+# The patched run row, then a NOTIFY when the patch left a suspended run with a
+# deadline that nobody hosts: the timer services of other processes should look.
+_PATCH = f"p AS (UPDATE {{s}}.runs SET {_PATCH_SET} RETURNING {{run_cols}})"
+_NOTIFY_DUE = (
+    "n AS (SELECT pg_notify($channel::text, $due_payload::text) FROM p "
+    "WHERE p.owner IS NULL AND p.wake_at IS NOT NULL AND p.status IN ('waiting', 'sleeping'))"
+)
+_ENTRIES = "unnest({arrays}) AS u ({entry_cols})"
+_UPSERT_ENTRIES = (
+    "INSERT INTO {s}.journal AS j ({entry_cols}) SELECT * FROM {source} "
+    "ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} WHERE j.status <> 'completed'"
+)
+_CLAIMABLE = "(owner IS NULL OR owner = ANY($dead::text[]) OR lease_until < $now::float8)"
+
+_TEMPLATES: dict[str, str] = {
+    "get_run": "SELECT {run_cols} FROM {s}.runs WHERE id = $id::text",
+    "find_runs": (
+        "SELECT id FROM {s}.runs WHERE id >= $low::text AND id < $high::text "
+        "ORDER BY id LIMIT $limit::int8"
+    ),
+    "find_all_runs": "SELECT id FROM {s}.runs ORDER BY id LIMIT $limit::int8",
+    "load_journal": (
+        "SELECT {entry_cols} FROM {s}.journal WHERE run_id = $run_id::text ORDER BY position"
+    ),
+    "orphans": (
+        "SELECT id FROM {s}.runs WHERE status = 'running' AND flow = ANY($flows::text[]) "
+        f"AND {_CLAIMABLE} ORDER BY created_at, id LIMIT $limit::int8 FOR UPDATE SKIP LOCKED"
+    ),
+    "due": (
+        "SELECT id FROM {s}.runs WHERE wake_at IS NOT NULL AND wake_at <= $now::float8 "
+        "AND status IN ('waiting', 'sleeping') AND flow = ANY($flows::text[]) "
+        f"AND {_CLAIMABLE} ORDER BY wake_at, id LIMIT $limit::int8 FOR UPDATE SKIP LOCKED"
+    ),
+    # One statement: pick due runs (skipping rows another worker is claiming
+    # right now) and take their leases. After a lost connection the retry also
+    # takes back runs its first attempt may have claimed (owner = $owner).
+    "claim_due": (
+        "WITH c AS (SELECT id FROM {s}.runs WHERE wake_at IS NOT NULL "
+        "AND wake_at <= $now::float8 AND status IN ('waiting', 'sleeping') "
+        "AND flow = ANY($flows::text[]) "
+        "AND (owner IS NULL OR owner = ANY($dead::text[]) OR lease_until < $now::float8 "
+        "OR ($own::bool AND owner = $owner::text)) "
+        "ORDER BY wake_at, id LIMIT $limit::int8 FOR UPDATE SKIP LOCKED) "
+        "UPDATE {s}.runs AS r SET owner = $owner::text, lease_until = $lease_until::float8 "
+        "FROM c WHERE r.id = c.id RETURNING {r_run_cols}"
+    ),
+    "next_wake": (
+        "SELECT min(wake_at) FROM {s}.runs WHERE wake_at IS NOT NULL "
+        "AND status IN ('waiting', 'sleeping') AND flow = ANY($flows::text[]) "
+        "AND (owner IS NULL OR lease_until < $now::float8)"
+    ),
+    "owners": (
+        "SELECT DISTINCT owner FROM {s}.runs WHERE owner IS NOT NULL "
+        "AND status = ANY($active::text[]) ORDER BY owner"
+    ),
+    "next_message": (
+        "SELECT {message_cols} FROM {s}.messages WHERE run_id = $run_id::text "
+        "AND topic = $topic::text AND NOT consumed ORDER BY id LIMIT 1"
+    ),
+    "messages_after": (
+        "SELECT {message_cols} FROM {s}.messages WHERE id > $after::int8 AND NOT consumed "
+        "ORDER BY id LIMIT $limit::int8"
+    ),
+    "message_by_nonce": "SELECT {message_cols} FROM {s}.messages WHERE nonce = $nonce::text",
+    "message_by_key": (
+        "SELECT {message_cols} FROM {s}.messages WHERE run_id = $run_id::text AND key = $key::text"
+    ),
+    "message_consumed": "SELECT consumed FROM {s}.messages WHERE id = $id::int8",
+    "create_run": (
+        "INSERT INTO {s}.runs ({run_cols}) VALUES ({run_values}) ON CONFLICT (id) DO NOTHING "
+        "RETURNING id"
+    ),
+    "create_run_with_journal": (
+        "WITH r AS (INSERT INTO {s}.runs ({run_cols}) VALUES ({run_values}) "
+        "ON CONFLICT (id) DO NOTHING RETURNING id), "
+        "e AS (INSERT INTO {s}.journal AS j ({entry_cols}) "
+        "SELECT * FROM {entries} WHERE EXISTS (SELECT 1 FROM r) "
+        "ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} WHERE j.status <> 'completed') "
+        "SELECT EXISTS (SELECT 1 FROM r)"
+    ),
+    "upsert_entries": _UPSERT_ENTRIES.replace("{source}", "{entries}"),
+    "record": (
+        f"WITH {_PATCH}, {_NOTIFY_DUE}, "
+        "e AS (INSERT INTO {s}.journal AS j ({entry_cols}) "
+        "SELECT * FROM {entries} WHERE EXISTS (SELECT 1 FROM p) "
+        "ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} WHERE j.status <> 'completed') "
+        "SELECT EXISTS (SELECT 1 FROM p), (SELECT count(*) FROM n)"
+    ),
+    "update_run": (
+        f"WITH {_PATCH}, {_NOTIFY_DUE} SELECT {{p_run_cols}}, (SELECT count(*) FROM n) FROM p"
+    ),
+    "reset_journal": (
+        f"WITH {_PATCH}, {_NOTIFY_DUE}, "
+        "d AS (DELETE FROM {s}.journal WHERE run_id IN (SELECT id FROM p)) "
+        "SELECT EXISTS (SELECT 1 FROM p), (SELECT count(*) FROM n)"
+    ),
+    "patch": (
+        f"WITH {_PATCH}, {_NOTIFY_DUE} SELECT EXISTS (SELECT 1 FROM p), (SELECT count(*) FROM n)"
+    ),
+    "mark_consumed": (
+        "UPDATE {s}.messages SET consumed = true WHERE id = $id::int8 AND NOT consumed "
+        "RETURNING run_id"
+    ),
+    "claim": (
+        "UPDATE {s}.runs SET owner = $owner::text, lease_until = $lease_until::float8 "
+        "WHERE id = $id::text AND status = ANY($active::text[]) "
+        "AND (owner IS NULL OR owner = $owner::text OR owner = ANY($dead::text[]) "
+        "OR lease_until < $now::float8) RETURNING {run_cols}"
+    ),
+    "renew_leases": (
+        "UPDATE {s}.runs SET lease_until = $lease_until::float8 WHERE owner = $owner::text"
+    ),
+    # Releasing suspended runs with deadlines hands those deadlines to the
+    # other processes' timer services: tell them.
+    "release": (
+        "WITH u AS (UPDATE {s}.runs SET owner = NULL, lease_until = NULL "
+        "WHERE owner = $owner::text AND ($all::bool OR id = ANY($ids::text[])) "
+        "RETURNING status, wake_at), "
+        "n AS (SELECT pg_notify($channel::text, $due_payload::text) FROM u "
+        "WHERE u.wake_at IS NOT NULL AND u.status IN ('waiting', 'sleeping') LIMIT 1) "
+        "SELECT count(*), (SELECT count(*) FROM n) FROM u"
+    ),
+    # The advisory lock (held until commit) serialises id assignment with the
+    # commit, so ids become visible in order; nextval runs after the lock.
+    "post": (
+        "WITH l AS (SELECT pg_advisory_xact_lock($lock_class::int4, $lock_key::int4)), "
+        "ins AS (INSERT INTO {s}.messages (id, run_id, topic, payload, created_at, sender, key, "
+        "nonce) SELECT nextval({sequence}::regclass), $run_id::text, $topic::text, "
+        "$payload::bytea, $created_at::float8, $sender::text, $key::text, $nonce::text FROM l "
+        "ON CONFLICT DO NOTHING RETURNING id), "
+        "n AS (SELECT pg_notify($channel::text, $message_payload::text) FROM ins) "
+        "SELECT (SELECT id FROM ins), (SELECT count(*) FROM n)"
+    ),
+}
+_PARAM = re.compile(r"\$([a-z_]+)")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Statement:
+    """SQL with ``$1..$n`` placeholders and the names that fill them, in order."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    def args(self, values: Mapping[str, Any]) -> list[Any]:
+        """The positional arguments for ``values`` (keyed by placeholder name)."""
+        return [values[name] for name in self.names]
+
+
+def _compile(template: str) -> Statement:
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return Statement(_PARAM.sub(number, template), tuple(names))
+
+
+class Queries:
+    """Every statement of the store, compiled once for one schema."""
+
+    def __init__(self, schema: str) -> None:
+        s = quote_ident(schema)
+        sequence = "'" + f"{s}.message_ids".replace("'", "''") + "'"
+        arrays = ", ".join(f"$e_{c}::{t}[]" for c, t in _ENTRY_TYPES.items())
+        parts = {
+            "s": s,
+            "sequence": sequence,
+            "run_cols": ", ".join(RUN_COLUMNS),
+            "r_run_cols": ", ".join(f"r.{c}" for c in RUN_COLUMNS),
+            "p_run_cols": ", ".join(f"p.{c}" for c in RUN_COLUMNS),
+            "run_values": ", ".join(f"$r_{c}::{_RUN_TYPES[c]}" for c in RUN_COLUMNS),
+            "entry_cols": ", ".join(ENTRY_COLUMNS),
+            "entry_set": ", ".join(f"{c} = excluded.{c}" for c in ENTRY_COLUMNS[2:]),
+            "entries": _ENTRIES.format(arrays=arrays, entry_cols=", ".join(ENTRY_COLUMNS)),
+            "message_cols": ", ".join(MESSAGE_COLUMNS),
+        }
+        self.sql = {name: _compile(t.format(**parts)) for name, t in _TEMPLATES.items()}
+        flags = (False, True)
+        self.list_runs = {
+            (a, b, c): _compile(_list_runs_template(a, b, c).format(**parts))
+            for a in flags
+            for b in flags
+            for c in flags
+        }
+
+
+@lru_cache(maxsize=64)
+def queries(schema: str) -> Queries:
+    """The compiled statements for ``schema`` (shared by every store on it)."""
+    return Queries(schema)
+
+
+def _list_runs_template(status: bool, flow: bool, before: bool) -> str:
+    # One statement per filter combination: each can use an index, which a
+    # generic "($1 IS NULL OR status = $1)" plan could not.
+    where = []
+    if before:
+        # Row values compare lexicographically: older, or as old with a smaller id.
+        where.append(
+            "(created_at, id) < (SELECT created_at, id FROM {s}.runs WHERE id = $before::text)"
+        )
+    if status:
+        where.append("status = $status::text")
+    if flow:
+        where.append("flow = $flow::text")
+    clause = f" WHERE {' AND '.join(where)}" if where else ""
+    return (
+        "SELECT {run_cols} FROM {s}.runs"
+        + clause
+        + (" ORDER BY created_at DESC, id DESC LIMIT $limit::int8")
+    )

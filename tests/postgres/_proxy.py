@@ -1,0 +1,118 @@
+"""A TCP proxy on 127.0.0.1 that a test can cut, so the database seems to go away.
+
+The shared PostgreSQL server is never restarted by the tests: a store is
+pointed at this proxy instead, and the proxy
+
+- :meth:`TcpProxy.drop` closes every connection and stops listening
+  (clients get "connection refused", as from a stopped server), and
+  :meth:`TcpProxy.restore` listens again on the same port;
+- :meth:`TcpProxy.cut_next_response` lets the next request through to the
+  server but closes that connection before the answer gets back: the
+  statement ran (and committed) but the client cannot know.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import anyio
+from anyio.abc import ByteReceiveStream, ByteSendStream, SocketAttribute, SocketStream, TaskGroup
+
+__all__ = ("TcpProxy", "via")
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:``port`` to ``target_host``:``target_port``; use with ``async with``."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = 0
+        self.accepted = 0
+        self._tg: TaskGroup | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._cut_armed = False
+
+    async def __aenter__(self) -> TcpProxy:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        await self.restore()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()
+        return await self._tg.__aexit__(exc_type, exc, tb)
+
+    def drop(self) -> None:
+        """Close every proxied connection and stop accepting new ones."""
+        if self._scope is not None:
+            self._scope.cancel()
+            self._scope = None
+
+    async def restore(self) -> None:
+        """Accept connections again (on the same port)."""
+        assert self._tg is not None
+        if self._scope is None:
+            self._scope = anyio.CancelScope()
+            await self._tg.start(self._serve, self._scope)
+
+    def cut_next_response(self) -> None:
+        """Forward the next client request, then close its connection instead of answering."""
+        self._cut_armed = True
+
+    async def _serve(
+        self, scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        with scope:
+            listener = await anyio.create_tcp_listener(
+                local_host="127.0.0.1", local_port=self.port, reuse_port=False
+            )
+            self.port = listener.extra(SocketAttribute.local_port)
+            task_status.started()
+            async with listener:
+                await listener.serve(self._handle)
+
+    async def _handle(self, client: SocketStream) -> None:
+        self.accepted += 1
+        async with client:
+            try:
+                upstream = await anyio.connect_tcp(*self.target)
+            except OSError:
+                return
+            async with upstream, anyio.create_task_group() as tg:
+                cut = anyio.Event()
+                tg.start_soon(self._pipe, client, upstream, tg, cut, True)
+                tg.start_soon(self._pipe, upstream, client, tg, cut, False)
+
+    async def _pipe(
+        self,
+        source: ByteReceiveStream,
+        sink: ByteSendStream,
+        tg: TaskGroup,
+        cut: anyio.Event,
+        from_client: bool,
+    ) -> None:
+        try:
+            async for chunk in source:
+                if from_client and self._cut_armed:
+                    self._cut_armed = False
+                    cut.set()  # this connection's next answer never arrives
+                elif not from_client and cut.is_set():
+                    break
+                await sink.send(chunk)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
+            pass
+        tg.cancel_scope.cancel()  # one side ended: close both
+
+
+def via(proxy: TcpProxy, url: str) -> str:
+    """``url`` with its host and port replaced by the proxy's."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    return parts._replace(netloc=f"{userinfo}{at}127.0.0.1:{proxy.port}").geturl()
