@@ -18,6 +18,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import anyio
 import anyio.from_thread
 
+from ._budget import BudgetLike, as_budget
 from ._context import FlowFrame, current_runtime, frame_var
 from ._errors import ConfigurationError, FlowFailed
 from ._execution import Execution, error_record
@@ -32,7 +33,9 @@ R = TypeVar("R")
 class Flow(Generic[P, R]):
     """A durable flow; created by :func:`flow`."""
 
-    def __init__(self, fn: Callable[P, Any], *, name: str | None = None) -> None:
+    def __init__(
+        self, fn: Callable[P, Any], *, name: str | None = None, budget: BudgetLike | None = None
+    ) -> None:
         if not inspect.isfunction(fn):
             raise TypeError(
                 f"@flow decorates a function (def or async def), got {fn!r}; "
@@ -45,6 +48,8 @@ class Flow(Generic[P, R]):
             )
         self.fn = fn
         self.name = name or fn.__name__
+        #: Token/cost budget of each run (a run's own ``rt.start(budget=...)`` wins).
+        self.budget = as_budget(budget, f"@flow {self.name!r}")
         self.is_async = inspect.iscoroutinefunction(fn)
         self.signature = inspect.signature(fn)
         self._hints: dict[str, Any] | None = None
@@ -225,11 +230,17 @@ def flow(fn: Callable[P, R], /) -> Flow[P, R]: ...
 
 
 @overload
-def flow(*, name: str | None = None) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
+def flow(
+    *, name: str | None = None, budget: BudgetLike | None = None
+) -> Callable[[Callable[P, R]], Flow[P, R]]: ...
 
 
 def flow(
-    fn: Callable[P, R] | None = None, /, *, name: str | None = None
+    fn: Callable[P, R] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    budget: BudgetLike | None = None,
 ) -> Flow[P, R] | Callable[[Callable[P, R]], Flow[P, R]]:
     """Mark a function (``async def`` or plain ``def``) as a durable flow.
 
@@ -240,11 +251,15 @@ def flow(
     Checkpoints it calls are recorded once per run; after a crash the run is
     resumed by re-executing the flow, with recorded results returned from the
     journal.
+
+    ``budget`` (a :class:`kitaru.Budget` or a dict like ``{"tokens": 50_000}``)
+    limits what each run may spend on LLM calls; a run started with its own
+    ``budget=`` uses that one instead.
     """
     if fn is not None:
-        return Flow(fn, name=name)
+        return Flow(fn, name=name, budget=budget)
 
     def decorate(f: Callable[P, R]) -> Flow[P, R]:
-        return Flow(f, name=name)
+        return Flow(f, name=name, budget=budget)
 
     return decorate

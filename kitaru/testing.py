@@ -3,7 +3,11 @@
 - :func:`always_evict`: runtime settings that evict a flow at every wait and
   sleep, so every suspension exercises rehydration from the journal;
 - :class:`FakeClock`: a clock you advance by hand, so timers (sleeps, wait
-  timeouts) are tested instantly and exactly.
+  timeouts) are tested instantly and exactly;
+- :func:`forbid_real_llm_calls`: any LLM call that would reach a real
+  provider (``kitaru.llm`` or ``litellm.(a)completion`` without
+  ``mock_response``, a PydanticAI model other than its test models) fails at
+  once, and again loudly when the block ends.
 
 Example::
 
@@ -11,16 +15,33 @@ Example::
     async with kitaru.runtime(store="memory://", clock=clock, **always_evict()) as rt:
         run = await rt.start(my_flow)
         clock.advance(3600)   # the flow's one-hour sleep is over
+
+and, in a ``conftest.py``::
+
+    @pytest.fixture(autouse=True)
+    def _no_real_llm_calls():
+        with forbid_real_llm_calls():
+            yield
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import anyio
 
-__all__ = ("FakeClock", "always_evict")
+from ._llm_guard import LLMGuard, RealLLMCallForbidden, guard
+
+__all__ = (
+    "FakeClock",
+    "LLMGuard",
+    "RealLLMCallForbidden",
+    "always_evict",
+    "forbid_real_llm_calls",
+)
 
 
 def always_evict() -> dict[str, Any]:
@@ -56,3 +77,27 @@ class FakeClock:
             await wake.wait()
         finally:
             self._sleepers = [(d, e) for d, e in self._sleepers if e is not wake]
+
+
+@contextmanager
+def forbid_real_llm_calls() -> Iterator[LLMGuard]:
+    """Make every LLM call that would reach a real provider fail, loudly.
+
+    While the block runs, ``kitaru.llm`` and ``litellm.completion`` /
+    ``litellm.acompletion`` calls without ``mock_response`` raise
+    :class:`RealLLMCallForbidden` (calls routed to a custom litellm provider,
+    which runs in this process, are allowed), and PydanticAI's
+    ``ALLOW_MODEL_REQUESTS`` is off when PydanticAI is imported (its
+    ``TestModel`` and ``FunctionModel`` still work). A flow may catch that
+    error, so the block also raises ``AssertionError`` at its end listing every
+    call it stopped. Blocks nest; the innermost one collects the calls.
+    """
+    active, end = guard()
+    try:
+        yield active
+    finally:
+        end()
+    if active.violations:
+        raise AssertionError(
+            "real LLM calls were attempted in a test:\n  " + "\n  ".join(active.violations)
+        )

@@ -62,6 +62,8 @@ class RunRecord:
     cost_usd: float | None = None
     #: JSON object set by ``kitaru.log`` outside a checkpoint.
     metadata: bytes | None = None
+    #: JSON of the run's own budget (``rt.start(..., budget=...)``): {"tokens", "cost_usd"}.
+    budget: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,11 @@ CREATE UNIQUE INDEX messages_key ON messages (run_id, key) WHERE key IS NOT NULL
 CREATE INDEX messages_pending ON messages (run_id, topic, id) WHERE consumed = 0;
 """
 
+# v2: a run's own token/cost budget (JSON), set by rt.start(..., budget=...).
+_V2 = """
+ALTER TABLE runs ADD COLUMN budget BLOB;
+"""
+
 _PROBE = (
     "SELECT (SELECT user_version FROM pragma_user_version), "
     "(SELECT application_id FROM pragma_application_id), "
@@ -88,7 +93,7 @@ _PROBE = (
 )
 
 #: DDL scripts in order; the position in this tuple is the schema version.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 
 def current_version(conn: sqlite3.Connection, where: str) -> int:

@@ -1,0 +1,235 @@
+"""Token and cost budgets of a run, and the usage accounting behind them.
+
+Every LLM call kitaru makes (``kitaru.llm``, a PydanticAI model request)
+reports its usage as a :class:`CallUsage`. Where it goes depends on where the
+call was made:
+
+- in flow code, the call is its own journal entry (kind ``llm``): its usage is
+  the entry's ``"usage"`` metadata and is added to the run's totals in the same
+  transaction that records the entry;
+- inside a checkpoint body, the call is covered by the checkpoint: its usage is
+  summed into the checkpoint's ``"usage"`` metadata and added to the run when
+  the checkpoint commits (its result, or its failure).
+
+A budget is checked before each live call against the run's totals in the
+store (plus, inside a checkpoint, what that checkpoint spent so far): once
+spent reaches the limit the call is refused with :class:`kitaru.BudgetExceeded`.
+Calls already in flight when the limit is reached still finish, so a run with
+concurrent calls can end slightly over its budget.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ._errors import BudgetExceeded, ConfigurationError
+from .storage.base import RunPatch
+
+if TYPE_CHECKING:
+    from ._execution import Execution
+
+__all__ = (
+    "Budget",
+    "BudgetLike",
+    "CallUsage",
+    "add_to_metadata",
+    "as_budget",
+    "check_budget",
+    "effective_budget",
+    "usage_patch",
+)
+
+
+class Budget(BaseModel):
+    """How much a run may spend on LLM calls: tokens, US dollars, or both.
+
+    ``tokens`` counts input plus output tokens. ``cost_usd`` counts the cost
+    litellm's price table (or PydanticAI's) gives each call; calls to models
+    without a known price add nothing to it. A call is refused once the run has
+    spent as much as a limit allows, so the last allowed call can take the run
+    past it.
+
+    Give a run a budget with ``@flow(budget=Budget(tokens=50_000))`` (every
+    run of the flow), ``rt.start(flow, ..., budget=Budget(cost_usd=0.5))`` (one
+    run: stored with it, so it survives restarts), or ``kitaru.configure(
+    budget=...)`` / ``[tool.kitaru.budget]`` (runs with neither). The most
+    specific one applies. A plain dict such as ``{"tokens": 50_000}`` works
+    wherever a Budget does.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: Input plus output tokens the run may spend (``None``: no token limit).
+    tokens: int | None = Field(default=None, ge=0)
+    #: US dollars the run may spend (``None``: no cost limit).
+    cost_usd: float | None = Field(default=None, ge=0)
+
+    def exceeded(self, tokens: int, cost_usd: float | None) -> str | None:
+        """Why a run that spent ``tokens`` and ``cost_usd`` may not call again, else ``None``."""
+        if self.tokens is not None and tokens >= self.tokens:
+            return f"{tokens:,} tokens of its {self.tokens:,}-token budget"
+        if self.cost_usd is not None and (cost_usd or 0.0) >= self.cost_usd:
+            return f"${cost_usd or 0.0:.4f} of its ${self.cost_usd:.4f} budget"
+        return None
+
+    def to_json(self) -> bytes:
+        """The JSON stored with a run."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+#: What the ``budget=`` arguments accept.
+BudgetLike = Budget | Mapping[str, Any]
+
+
+def as_budget(value: BudgetLike | None, where: str) -> Budget | None:
+    """``value`` as a :class:`Budget` (``None`` stays ``None``).
+
+    Raises:
+        kitaru.ConfigurationError: not a budget (the message names ``where``).
+    """
+    if value is None or isinstance(value, Budget):
+        return value
+    try:
+        return Budget.model_validate(dict(value))
+    except (ValidationError, TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"{where}: {value!r} is not a budget; use kitaru.Budget(tokens=..., cost_usd=...) "
+            f"or a dict with those keys ({exc})"
+        ) from None
+
+
+@dataclass(slots=True)
+class CallUsage:
+    """What one LLM call spent."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    #: ``None`` when the model's price is unknown.
+    cost_usd: float | None = None
+    #: Seconds spent waiting for the provider (backoff pauses excluded).
+    latency_s: float = 0.0
+    model: str | None = None
+
+    def add(self, other: CallUsage) -> None:
+        """Sum ``other`` (another attempt of the same call) into this one."""
+        self.input_tokens += other.input_tokens
+        self.output_tokens += other.output_tokens
+        self.cost_usd = _add_cost(self.cost_usd, other.cost_usd)
+        self.latency_s += other.latency_s
+        self.model = other.model or self.model
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing was spent (no tokens, no known cost)."""
+        return not (self.input_tokens or self.output_tokens or self.cost_usd)
+
+    def metadata(self) -> dict[str, Any]:
+        """The ``"usage"`` metadata of an ``llm`` journal entry."""
+        return {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cost_usd": self.cost_usd,
+            "latency_s": round(self.latency_s, 6),
+            "model": self.model,
+        }
+
+
+def _add_cost(a: float | None, b: float | None) -> float | None:
+    # Unknown costs add nothing; the sum is unknown only if every part is.
+    if a is None:
+        return b
+    if b is None:
+        return a
+    return a + b
+
+
+def add_to_metadata(metadata: dict[str, Any], usage: CallUsage) -> None:
+    """Sum a call made inside a checkpoint body into the checkpoint's ``"usage"``."""
+    current = metadata.get("usage")
+    if not isinstance(current, dict):
+        current = metadata["usage"] = {
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cost_usd": None,
+            "latency_s": 0.0,
+            "calls": 0,
+            "models": [],
+        }
+    current["input_tokens"] += usage.input_tokens
+    current["output_tokens"] += usage.output_tokens
+    current["cost_usd"] = _add_cost(current["cost_usd"], usage.cost_usd)
+    current["latency_s"] = round(current["latency_s"] + usage.latency_s, 6)
+    current["calls"] += 1
+    if usage.model is not None and usage.model not in current["models"]:
+        current["models"].append(usage.model)
+
+
+def usage_patch(run_id: str, usage: Mapping[str, Any] | CallUsage | None) -> RunPatch | None:
+    """The run change that adds ``usage`` to the run's totals (``None`` if nothing was spent)."""
+    if usage is None:
+        return None
+    if isinstance(usage, CallUsage):
+        tokens_in, tokens_out, cost = usage.input_tokens, usage.output_tokens, usage.cost_usd
+    else:
+        tokens_in = int(usage.get("input_tokens") or 0)
+        tokens_out = int(usage.get("output_tokens") or 0)
+        raw = usage.get("cost_usd")
+        cost = None if raw is None else float(raw)
+    if not tokens_in and not tokens_out and cost is None:
+        return None
+    return RunPatch(
+        run_id,
+        updated_at=time.time(),
+        add_input_tokens=tokens_in,
+        add_output_tokens=tokens_out,
+        add_cost_usd=cost,
+    )
+
+
+def effective_budget(execution: Execution) -> Budget | None:
+    """The run's budget: its own (stored), else its flow's, else the runtime default."""
+    actor = execution.actor
+    if actor is not None:
+        stored = actor.record.budget
+        if stored is not None:
+            return Budget.model_validate_json(stored)
+        if actor.flow.budget is not None:
+            return actor.flow.budget
+    return execution.runtime.config.budget
+
+
+async def check_budget(execution: Execution, pending: Mapping[str, Any] | None = None) -> None:
+    """Refuse a live LLM call when the run has spent its budget.
+
+    ``pending`` is the ``"usage"`` metadata of the enclosing checkpoint, spent
+    but not yet added to the run.
+
+    Raises:
+        kitaru.BudgetExceeded: the run (plus ``pending``) reached a limit.
+    """
+    budget = effective_budget(execution)
+    if budget is None:
+        return
+    # The store is the truth: it holds every committed call of this run,
+    # including those of earlier activations and of concurrent checkpoints.
+    record = await execution.runtime.store.get_run(execution.run_id)
+    tokens = 0
+    cost: float | None = None
+    if record is not None:
+        tokens = record.input_tokens + record.output_tokens
+        cost = record.cost_usd
+    if pending:
+        tokens += int(pending.get("input_tokens") or 0) + int(pending.get("output_tokens") or 0)
+        cost = _add_cost(cost, pending.get("cost_usd"))
+    reason = budget.exceeded(tokens, cost)
+    if reason is not None:
+        raise BudgetExceeded(
+            f"run {execution.run_id} has spent {reason}, so this LLM call was not made. "
+            "Catch kitaru.BudgetExceeded to finish without it, or give the run a larger "
+            "budget (rt.start(..., budget=...), @flow(budget=...) or the runtime default)."
+        )
