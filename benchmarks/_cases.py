@@ -38,6 +38,7 @@ from ._harness import (
     sqlite_url,
 )
 from ._waiting import bench_cold_wake, bench_hot_wake, bench_waiting_10k, bench_waiting_100k
+from .cli import bench_cli
 
 __all__ = ("BENCHMARKS", "Benchmark")
 
@@ -723,5 +724,6 @@ BENCHMARKS: dict[str, Benchmark] = {
         ),
         Benchmark("hot-wake", "10. wake latency of a resident waiting run", bench_hot_wake),
         Benchmark("cold-wake", "11. wake latency of an evicted run (SQLite)", bench_cold_wake),
+        Benchmark("cli", "12. kitaru runs / show on 100,000 runs", bench_cli, is_async=False),
     )
 }

@@ -15,28 +15,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from collections.abc import Awaitable
 from typing import Any
 
 import kitaru
 from kitaru import checkpoint, flow
 
+# Use litellm's bundled price table instead of fetching it over the network.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 MODEL = os.environ.get("KITARU_EXAMPLE_MODEL", "gpt-4o-mini")
 
 
-@checkpoint(retries=2, timeout=120)
-async def ask(prompt: str) -> str:
-    """One LLM call through litellm; recorded once, never re-billed on replay."""
-    # Use litellm's bundled price table instead of fetching it over the network.
-    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm  # imported on first use: it is slow to import
-
+def ask(prompt: str) -> Awaitable[str]:
+    """One LLM call through kitaru.llm: recorded once, never re-billed on replay."""
     extra: dict[str, Any] = {}
     if not os.environ.get("OPENAI_API_KEY"):
         extra["mock_response"] = f"[offline answer] {prompt[:70]}"
-    response = await litellm.acompletion(
-        model=MODEL, messages=[{"role": "user", "content": prompt}], **extra
-    )
-    return str(response.choices[0].message.content)
+    # kitaru.llm takes its journal position now, so gathered calls replay in order.
+    return kitaru.llm(prompt, model=MODEL, name="ask", **extra)
 
 
 @checkpoint
@@ -71,6 +67,11 @@ async def main() -> None:
     print(f"run {info.id}: {info.status}")
     for cp in info.checkpoints:
         print(f"  #{cp.position} {cp.name:<8} {cp.status:<9} {cp.duration_s or 0:.3f}s")
+    cost = "unknown" if info.usage.cost_usd is None else f"${info.usage.cost_usd:.6f}"
+    print(
+        f"usage: {info.usage.input_tokens} input + {info.usage.output_tokens} output tokens, "
+        f"cost {cost}"
+    )
     print(f"state: {rt.config.store} (artifacts: {rt.config.artifacts})")
     print(f"replay it for free: python examples/research_agent.py --run-id {info.id}")
 

@@ -12,6 +12,7 @@ import logging as _logging
 from ._artifacts import load as load
 from ._artifacts import log as log
 from ._artifacts import save as save
+from ._budget import Budget as Budget
 from ._checkpoint import Backoff as Backoff
 from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import checkpoint as checkpoint
@@ -37,6 +38,7 @@ from ._errors import StorageError as StorageError
 from ._errors import WaitTimeout as WaitTimeout
 from ._flow import Flow as Flow
 from ._flow import flow as flow
+from ._llm import llm as llm
 from ._primitives import Message as Message
 from ._primitives import continue_as_new as continue_as_new
 from ._primitives import receive as receive
@@ -56,6 +58,7 @@ from ._version import __version__ as __version__
 __all__ = (
     "ArtifactNotFound",
     "Backoff",
+    "Budget",
     "BudgetExceeded",
     "Checkpoint",
     "CheckpointFailed",
@@ -89,6 +92,7 @@ __all__ = (
     "configure",
     "continue_as_new",
     "flow",
+    "llm",
     "load",
     "log",
     "receive",

@@ -24,6 +24,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
+from ._budget import usage_patch
 from ._context import CheckpointFrame, FlowFrame, frame_var
 from ._errors import ConfigurationError, SerializationError
 from ._execution import (
@@ -34,6 +35,7 @@ from ._execution import (
     rebuild_error,
     retry_history,
 )
+from ._tracing import span
 from .storage.serde import Codec, codec_for
 
 __all__ = ("Backoff", "Checkpoint", "checkpoint", "checkpoints_named")
@@ -213,7 +215,9 @@ class Checkpoint(Generic[P, R]):
                 value=value,
                 ref=ref,
                 metadata=metadata,
-            )
+            ),
+            # LLM calls made in the body count on the run when the checkpoint commits.
+            usage_patch(execution.run_id, metadata.get("usage")),
         )
         # Hand back what a replay would return, so live and replayed executions
         # see the same value (a tuple under ``list[Any]`` comes back a list).
@@ -224,8 +228,16 @@ class Checkpoint(Generic[P, R]):
 
     async def _attempt(self, frame: CheckpointFrame, args: Any, kwargs: Any) -> Any:
         token = frame_var.set(frame)
+        attributes = {
+            "kitaru.checkpoint.name": self.name,
+            "kitaru.run_id": frame.execution.run_id,
+            "kitaru.position": frame.position,
+        }
         try:
-            with anyio.fail_after(self.timeout) if self.timeout else nullcontext():
+            with (
+                span("kitaru.checkpoint", attributes),
+                anyio.fail_after(self.timeout) if self.timeout else nullcontext(),
+            ):
                 if self.is_async:
                     return await typing.cast(Awaitable[Any], self.fn(*args, **kwargs))
                 # abandon_on_cancel: a timed-out sync body cannot be stopped, but
@@ -257,7 +269,8 @@ class Checkpoint(Generic[P, R]):
                 attempts=attempts,
                 error=error_record(exc, errors),
                 metadata={**frame.metadata, "errors": errors},
-            )
+            ),
+            usage_patch(execution.run_id, frame.metadata.get("usage")),
         )
 
     def __repr__(self) -> str:

@@ -146,6 +146,7 @@ class Execution:
         if not await self.runtime.store.record((entry,), patch):
             self._stop()
         self.journal[entry.position] = entry
+        self.runtime.events.touch(self.run_id)
 
     def prior_deadline(self, position: int) -> float | None:
         """The deadline a suspension at ``position`` recorded before a rehydration."""
@@ -161,6 +162,7 @@ class Execution:
         patch = self.with_metadata(patch)
         if await self.runtime.store.update_run(patch) is None:
             self._stop()
+        self.runtime.events.touch(self.run_id)
 
     def resume_patch(self, position: int) -> RunPatch | None:
         """The run-row change that drops the suspension at ``position`` (if any)."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from ._context import FlowFrame, current_runtime, require_flow
 from ._errors import NotInFlow
+from ._tracing import wait_span
 from .actors._mailbox import Received, durable_send, durable_sleep, durable_wait
 from .storage.serde import codec_for
 
@@ -65,14 +66,16 @@ def _waiting(
     codec = codec_for(schema)
 
     async def run() -> Any:
-        got = await durable_wait(
-            frame.execution,
-            position,
-            topic=topic,
-            codec=codec,
-            question=question,
-            timeout_s=seconds,
-        )
+        execution = frame.execution
+        with wait_span(execution.run_id, position, topic, position in execution.journal):
+            got = await durable_wait(
+                execution,
+                position,
+                topic=topic,
+                codec=codec,
+                question=question,
+                timeout_s=seconds,
+            )
         return pick(got)
 
     return _dispatch(frame, run)

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from ._budget import BudgetLike, as_budget
 from ._clock import Clock, SystemClock
 from ._config import RuntimeConfig, resolve_config
 from ._context import runtime_var
@@ -32,6 +33,7 @@ from ._errors import (
     RunNotFound,
     RuntimeStateError,
 )
+from ._events import EventBus
 from ._flow import Flow
 from ._inspect import run_info
 from ._replay import CheckpointRef, Overrides, plan_replay, retry_entries
@@ -89,6 +91,8 @@ class Runtime:
         #: Ids of messages this runtime posted and already delivered, so the
         #: wake service does not deliver them a second time.
         self.posted: set[int] = set()
+        #: Tells live views (the HTTP API's events) that a run changed here.
+        self.events = EventBus()
 
     # -- lifecycle ---------------------------------------------------------
     async def __aenter__(self) -> Runtime:
@@ -257,6 +261,14 @@ class Runtime:
             dead_owners=dead,
         )
 
+    def host_claimed(self, record: RunRecord) -> None:
+        """Host a run this runtime has just leased (``store.claim_due``), or poke it if live."""
+        actor = self._directory.live.get(record.id)
+        if actor is not None:
+            actor.poke()  # e.g. still leaving after an eviction: it rehydrates instead
+        elif record.flow in self._flows:
+            self._activate(record)
+
     async def wake(
         self, run_id: str, topic: str | None = None, record: RunRecord | None = None
     ) -> None:
@@ -287,18 +299,27 @@ class Runtime:
 
     # -- public API ----------------------------------------------------------
     async def start(
-        self, flow: Flow[Any, Any], /, *args: Any, run_id: str | None = None, **kwargs: Any
+        self,
+        flow: Flow[Any, Any],
+        /,
+        *args: Any,
+        run_id: str | None = None,
+        budget: BudgetLike | None = None,
+        **kwargs: Any,
     ) -> RunHandle:
         """Start a run of ``flow`` and return its handle.
 
         Starting with a ``run_id`` that exists returns that run (resuming it
         here if it is unfinished and nobody hosts it) and executes nothing twice.
+        ``budget`` (a :class:`kitaru.Budget` or a dict) limits what this run may
+        spend on LLM calls; it is stored with the run, so it holds across
+        restarts, and it wins over the flow's and the runtime's.
 
         Raises:
             TypeError: the arguments do not fit the flow's signature (nothing is stored).
             kitaru.SerializationError: an argument cannot be stored as its annotation.
         """
-        return await self._start(flow, args, kwargs, run_id=run_id)
+        return await self._start(flow, args, kwargs, run_id=run_id, budget=budget)
 
     async def _start(
         self,
@@ -308,8 +329,10 @@ class Runtime:
         *,
         run_id: str | None = None,
         parent: str | None = None,
+        budget: BudgetLike | None = None,
     ) -> RunHandle:
         self._check_open()
+        own_budget = as_budget(budget, "rt.start(budget=...)")
         newly_known = self._register(flow)
         data = flow.encode_input(args, kwargs)
         now = self.clock.now()
@@ -323,9 +346,11 @@ class Runtime:
             owner=self.owner,
             lease_until=now + self.config.lease_seconds,
             parent_id=parent,
+            budget=None if own_budget is None else own_budget.to_json(),
         )
         stored, created = await self.store.create_run(record)
         if created:
+            self.events.touch(stored.id)
             self._activate(stored, (args, kwargs))
         elif stored.flow != flow.name:
             raise ConfigurationError(
@@ -563,8 +588,10 @@ class Runtime:
             owner=self.owner if hosted else None,
             lease_until=now + self.config.lease_seconds if hosted else None,
             replay_of=run_id,
+            budget=record.budget,
         )
         stored, _ = await self.store.create_run(new, entries)
+        self.events.touch(new_id)
         log.info(
             "replaying run %s as %s from position %d (%d entries reused)",
             run_id,
@@ -607,6 +634,7 @@ class Runtime:
         )
         if not await self.store.record(marked, patch):
             raise ReplayError(f"run {run_id} changed while it was being retried; try again")
+        self.events.touch(run_id)
         self.supervisor.recent.pop(run_id, None)
         log.info("retrying run %s (%d failed calls run again)", run_id, len(marked))
         updated = await self.store.get_run(run_id)
@@ -625,6 +653,7 @@ class Runtime:
             run_id, updated_at=self.clock.now(), status="cancelled", release=True, clear_wait=True
         )
         updated = await self.store.update_run(patch)
+        self.events.touch(run_id)
         actor = self._directory.live.get(run_id)
         if actor is not None:
             actor.cancel()

@@ -1,8 +1,9 @@
-"""Shared fixtures: anyio on asyncio, a store URL per backend, a runtime factory."""
+"""Shared fixtures: anyio on asyncio, a store URL per backend, a runtime factory, an LLM guard."""
 
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -11,7 +12,12 @@ from typing import Any
 import pytest
 
 import kitaru
-from kitaru.testing import always_evict
+from kitaru.storage._url import redact
+from kitaru.testing import always_evict, forbid_real_llm_calls
+from tests.postgres import _server as pg
+
+# litellm's bundled price table, instead of fetching the latest one when it is imported.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 
 @pytest.fixture
@@ -32,11 +38,67 @@ def _isolate(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     kitaru.configure()
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(autouse=True)
+def _no_real_llm_calls() -> Iterator[None]:
+    """Any LLM call that would reach a real provider fails the test (use mock_response)."""
+    with forbid_real_llm_calls():
+        yield
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The server of KITARU_TEST_POSTGRES_URL, checked once per session.
+
+    Unset: PostgreSQL tests skip. Set but unreachable: they skip too, except
+    under ``CI=true``, where they fail.
+    """
+    url = pg.server_url()
+    if url is None:
+        pytest.skip(pg.SKIP_REASON)
+    problem = pg.probe(url)
+    if problem is not None:
+        message = f"PostgreSQL at {redact(url)} ({pg.ENV}) is unreachable: {problem}"
+        if pg.in_ci():
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return url
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A store URL on the test server with a schema of its own, dropped afterwards."""
+    schema = f"kt_{uuid.uuid4().hex[:12]}"
+    yield pg.schema_url(postgres_server, schema)
+    pg.drop_schema(postgres_server, schema)
+
+
+#: Suites whose tests run on PostgreSQL too (the storage contract and the flow
+#: behaviour); the others (LLM, API, CLI) test their own layer on memory and SQLite.
+_POSTGRES_SUITES = ("storage", "flows", "actors", "postgres")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep the ``postgres`` param of ``store_url`` to the suites listed above."""
+    keep: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        on_postgres = callspec is not None and callspec.params.get("store_url") == "postgres"
+        suite = item.path.parent.name
+        (dropped if on_postgres and suite not in _POSTGRES_SUITES else keep).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
+
+
+@pytest.fixture(params=["memory", "sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh run store URL for each backend."""
+    """A fresh run store URL for each backend (PostgreSQL: a schema of its own)."""
     if request.param == "memory":
         return f"memory://{request.node.name}-{id(request)}"
+    if request.param == "postgres":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return f"sqlite:///{tmp_path / 'kitaru.db'}"
 
 

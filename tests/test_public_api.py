@@ -8,6 +8,7 @@ import kitaru
 EXPECTED = {
     "ArtifactNotFound",
     "Backoff",
+    "Budget",
     "BudgetExceeded",
     "Checkpoint",
     "CheckpointFailed",
@@ -44,6 +45,7 @@ EXPECTED = {
     "configure",
     "continue_as_new",
     "flow",
+    "llm",
     "receive",
     "runtime",
     "send",

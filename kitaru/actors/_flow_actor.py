@@ -23,6 +23,7 @@ from .._context import FlowFrame, frame_var
 from .._errors import StorageError
 from .._execution import Execution, describe_error, error_record
 from .._primitives import ContinueAsNew
+from .._tracing import run_span
 from ..storage.base import RunPatch, RunRecord
 from ..storage.serde import dumps_plain, loads_plain
 from ._mailbox import Evicted as EvictedSignal
@@ -248,6 +249,12 @@ class FlowActor:
         return Evicted(swallowed=True)
 
     async def _invoke(
+        self, execution: Execution, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        with run_span(self.run_id, self.flow.name, len(execution.journal)):
+            return await self._call_flow(execution, args, kwargs)
+
+    async def _call_flow(
         self, execution: Execution, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         fn = self.flow.fn

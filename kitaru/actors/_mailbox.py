@@ -159,6 +159,7 @@ async def _consume(
     if not await store.consume(message.id, entry, execution.resume_patch(position)):
         return None  # consumed by someone else in between: look again
     execution.journal[position] = entry
+    execution.runtime.events.touch(execution.run_id)
     return Received(value, topic=topic, sender=message.sender, id=message.id)
 
 

@@ -164,6 +164,7 @@ class Supervisor:
             if live.get(actor.run_id) is actor:
                 del live[actor.run_id]
             actor.done.set()
+            self._runtime.events.touch(actor.run_id)
 
     async def _evicted(self, actor: FlowActor) -> bool:
         """Give up the lease of an evicted run; True if it must be rehydrated at once."""

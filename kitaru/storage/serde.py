@@ -84,8 +84,7 @@ class Codec:
             return self._adapter.validate_json(data)
         except ValueError as exc:
             raise SerializationError(
-                f"{_name(what)} does not fit {describe_type(self.annotation)}: "
-                f"{_summary(exc)}"
+                f"{_name(what)} does not fit {describe_type(self.annotation)}: {_summary(exc)}"
             ) from exc
 
     def json_schema(self) -> dict[str, Any]:
