@@ -22,8 +22,13 @@ def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
 
 
-async def run_info(runtime: Runtime, record: RunRecord) -> RunInfo:
-    journal = await runtime.store.load_journal(record.id)
+async def run_info(runtime: Runtime, record: RunRecord, count: int | None = None) -> RunInfo:
+    """The public record of a run; with ``count``, a summary that skips its journal.
+
+    A summary (for lists of runs) leaves ``checkpoints`` and ``artifacts``
+    empty and sets ``checkpoint_count`` to ``count``.
+    """
+    journal = await runtime.store.load_journal(record.id) if count is None else []
     checkpoints = []
     for e in journal:
         meta = loads_plain(e.metadata) or {}
@@ -55,6 +60,7 @@ async def run_info(runtime: Runtime, record: RunRecord) -> RunInfo:
         error_type=error_info.get("type"),
         traceback=error_info.get("traceback"),
         checkpoints=checkpoints,
+        checkpoint_count=len(journal) if count is None else count,
         pending_wait=_pending_wait(record),
         usage=Usage(
             input_tokens=record.input_tokens,

@@ -103,6 +103,8 @@ class RunInfo(BaseModel):
     error_type: str | None = None
     traceback: str | None = None
     checkpoints: list[CheckpointInfo] = []
+    #: Journal entries of the run (also filled when ``checkpoints`` was not loaded).
+    checkpoint_count: int = 0
     pending_wait: WaitInfo | None = None
     usage: Usage = Usage()
     replay_of: str | None = None

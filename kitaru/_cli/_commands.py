@@ -167,9 +167,9 @@ def _summary(info: RunInfo, now: datetime) -> dict[str, Any]:
     data = info.model_dump(
         mode="json",
         by_alias=True,
-        exclude={"checkpoints", "input", "output", "traceback"},
+        exclude={"checkpoints", "checkpoint_count", "artifacts", "input", "output", "traceback"},
     )
-    data["checkpoints"] = len(info.checkpoints)
+    data["checkpoints"] = info.checkpoint_count
     data["duration_s"] = run_duration(info, now)
     return data
 
@@ -181,7 +181,9 @@ async def runs(args: argparse.Namespace) -> int:
     infos: list[RunInfo] = []
     if path is None:
         async with rt:
-            infos = await rt.list_runs(status=args.status, flow=args.flow, limit=args.limit)
+            infos = await rt.list_runs(
+                status=args.status, flow=args.flow, limit=args.limit, journal=False
+            )
     else:
         note(_no_store(path))
     now = datetime.now(UTC)

@@ -145,7 +145,7 @@ def runs_table(infos: Sequence[RunInfo], now: datetime) -> list[str]:
             info.status.value,
             local_time(info.created_at),
             duration(run_duration(info, now)),
-            f"{len(info.checkpoints):,}",
+            f"{info.checkpoint_count:,}",
             _tokens(info.usage.input_tokens, info.usage.output_tokens),
             _cost(info.usage.cost_usd),
         )

@@ -149,6 +149,12 @@ async def find_runs(conn: Connection, cx: Context, prefix: str, limit: int) -> l
     return [row[0] for row in rows]
 
 
+async def journal_counts(conn: Connection, cx: Context, run_ids: list[str]) -> dict[str, int]:
+    """Journal sizes of ``run_ids`` (runs without entries are absent)."""
+    st = cx.q.sql["journal_counts"]
+    return {row[0]: row[1] for row in await conn.fetch(st.sql, *st.args({"run_ids": run_ids}))}
+
+
 async def load_journal(conn: Connection, cx: Context, run_id: str) -> list[JournalEntry]:
     """The run's journal ordered by position."""
     st = cx.q.sql["load_journal"]

@@ -105,6 +105,10 @@ _TEMPLATES: dict[str, str] = {
         "ORDER BY id LIMIT $limit::int8"
     ),
     "find_all_runs": "SELECT id FROM {s}.runs ORDER BY id LIMIT $limit::int8",
+    "journal_counts": (
+        "SELECT run_id, COUNT(*) FROM {s}.journal WHERE run_id = ANY($run_ids::text[]) "
+        "GROUP BY run_id"
+    ),
     "load_journal": (
         "SELECT {entry_cols} FROM {s}.journal WHERE run_id = $run_id::text ORDER BY position"
     ),

@@ -153,6 +153,17 @@ def list_runs(
     return [RunRecord(*row) for row in conn.execute(sql, params)]
 
 
+def journal_counts(conn: sqlite3.Connection, run_ids: Sequence[str]) -> dict[str, int]:
+    """Journal sizes: one index range count per run."""
+    counts: dict[str, int] = {}
+    for start in range(0, len(run_ids), 500):  # stay under SQLite's variable limit
+        chunk = run_ids[start : start + 500]
+        where = _in("run_id", len(chunk))
+        sql = f"SELECT run_id, COUNT(*) FROM journal WHERE {where} GROUP BY run_id"
+        counts.update(conn.execute(sql, list(chunk)).fetchall())
+    return counts
+
+
 def find_runs(conn: sqlite3.Connection, prefix: str, limit: int) -> list[str]:
     """Ids starting with ``prefix``: a range scan of the primary key (LIKE would not use it)."""
     params: list[Any]

@@ -176,6 +176,10 @@ class RunStore(Protocol):
         """
         ...
 
+    async def journal_counts(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """How many journal entries each of ``run_ids`` has (runs without any: 0 or absent)."""
+        ...
+
     async def find_runs(self, prefix: str, limit: int = 2) -> list[str]:
         """Ids of runs whose id starts with ``prefix``, in id order (at most ``limit``)."""
         ...

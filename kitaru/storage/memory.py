@@ -112,6 +112,11 @@ class MemoryStore:
         runs.sort(key=lambda r: (r.created_at, r.id), reverse=True)
         return runs[:limit]
 
+    async def journal_counts(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """Journal sizes of ``run_ids``."""
+        journals = self._check().journals
+        return {run_id: len(journals.get(run_id, ())) for run_id in run_ids}
+
     async def find_runs(self, prefix: str, limit: int = 2) -> list[str]:
         """Ids starting with ``prefix``, in id order."""
         return sorted(i for i in self._check().runs if i.startswith(prefix))[:limit]

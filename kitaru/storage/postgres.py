@@ -302,6 +302,13 @@ class PostgresStore:
         """Ids of runs whose id starts with ``prefix``, in id order (at most ``limit``)."""
         return await self._call("find runs", lambda c, _: ops.find_runs(c, self._cx, prefix, limit))
 
+    async def journal_counts(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """Journal sizes of ``run_ids`` (runs without entries are absent)."""
+        ids = list(run_ids)
+        return await self._call(
+            "count journal entries", lambda c, _: ops.journal_counts(c, self._cx, ids)
+        )
+
     async def load_journal(self, run_id: str) -> list[JournalEntry]:
         """The run's journal ordered by position."""
         return await self._call(

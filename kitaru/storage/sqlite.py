@@ -189,6 +189,11 @@ class SQLiteStore:
             "list runs", lambda c: ops.list_runs(c, status, flow, limit, before)
         )
 
+    async def journal_counts(self, run_ids: Sequence[str]) -> dict[str, int]:
+        """Journal sizes of ``run_ids`` (runs without entries are absent)."""
+        ids = list(run_ids)
+        return await self._read("count journal entries", lambda c: ops.journal_counts(c, ids))
+
     async def find_runs(self, prefix: str, limit: int = 2) -> list[str]:
         """Ids of runs starting with ``prefix``, in id order."""
         return await self._read("find runs", lambda c: ops.find_runs(c, prefix, limit))

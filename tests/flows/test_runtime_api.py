@@ -210,3 +210,30 @@ async def test_same_flow_name_for_different_functions_is_rejected(rt: kitaru.Run
     await rt.start(plus_one, 1)
     with pytest.raises(kitaru.ConfigurationError, match="two different flows"):
         await rt.start(impostor, 1)
+
+
+async def test_list_runs_without_journals_gives_counts(rt: kitaru.Runtime) -> None:
+    @kitaru.checkpoint
+    async def step(i: int) -> int:
+        return i
+
+    @kitaru.flow
+    async def counted(n: int) -> int:
+        for i in range(n):
+            await step(i)
+        await kitaru.save("last", n)
+        return n
+
+    for n in (0, 3):
+        await (await rt.start(counted, n)).result()
+    full = {info.input["n"]: info for info in await rt.list_runs(flow="counted")}  # type: ignore[index]
+    brief = {
+        info.id: info for info in await rt.list_runs(flow="counted", journal=False)
+    }
+    for n, info in full.items():
+        summary = brief[info.id]
+        assert summary.checkpoint_count == info.checkpoint_count == n + 1
+        assert (summary.checkpoints, summary.artifacts) == ([], {})
+        assert summary.model_dump(exclude={"checkpoints", "artifacts"}) == info.model_dump(
+            exclude={"checkpoints", "artifacts"}
+        )

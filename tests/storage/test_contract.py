@@ -687,3 +687,16 @@ async def test_clear_error_turns_a_failed_run_back_into_a_clean_one(store: RunSt
     run = await store.update_run(patch)
     assert run is not None
     assert (run.status, run.error, run.error_info) == ("running", None, None)
+
+
+async def test_journal_counts(store: RunStore) -> None:
+    await add(store, make_run("a"), make_run("b"), make_run("c"))
+    await store.record([make_entry("a", i) for i in range(3)] + [make_entry("b", 0)])
+    counts = await store.journal_counts(["a", "b", "c", "missing"])
+    assert {k: counts.get(k, 0) for k in ("a", "b", "c", "missing")} == {
+        "a": 3,
+        "b": 1,
+        "c": 0,
+        "missing": 0,
+    }
+    assert await store.journal_counts([]) == {}

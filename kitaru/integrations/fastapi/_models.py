@@ -112,7 +112,7 @@ class RunSummary(BaseModel):
             usage=info.usage,
             replay_of=info.replay_of,
             parent_id=info.parent_id,
-            checkpoints=len(info.checkpoints),
+            checkpoints=info.checkpoint_count,
         )
 
 

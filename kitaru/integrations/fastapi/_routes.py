@@ -248,7 +248,9 @@ def router(
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     ) -> RunPage:
         """Runs, newest first, filtered by status and flow."""
-        infos = await rt.list_runs(status=status, flow=flow, limit=limit, before=cursor)
+        infos = await rt.list_runs(
+            status=status, flow=flow, limit=limit, before=cursor, journal=False
+        )
         next_cursor = infos[-1].id if len(infos) == limit else None
         return RunPage(runs=[RunSummary.of(i) for i in infos], next_cursor=next_cursor)
 
