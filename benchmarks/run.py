@@ -21,12 +21,14 @@ import anyio
 from ._cases import BENCHMARKS, Benchmark
 from ._harness import REPO_ROOT, Context, Result, Settings, format_table, report
 from .llm import BENCHMARK as _LLM_BENCHMARK
+from .postgres import BENCHMARK as _POSTGRES_BENCHMARK
 from .webhook import bench_webhook
 
 BENCHMARKS["webhook"] = Benchmark(
     "webhook", "13. webhook round trip over HTTP (SQLite)", bench_webhook, is_async=False
 )
 BENCHMARKS[_LLM_BENCHMARK.name] = _LLM_BENCHMARK
+BENCHMARKS[_POSTGRES_BENCHMARK.name] = _POSTGRES_BENCHMARK
 
 __all__ = ("main",)
 

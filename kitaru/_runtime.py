@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import json
 import logging
+import random
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -91,6 +92,9 @@ class Runtime:
         #: Ids of messages this runtime posted and already delivered, so the
         #: wake service does not deliver them a second time.
         self.posted: set[int] = set()
+        #: Runs whose message arrived while another owner held their lease:
+        #: run id -> topic, looked at again by the sweep (see retry_stalled).
+        self._stalled: dict[str, str] = {}
         #: Tells live views (the HTTP API's events) that a run changed here.
         self.events = EventBus()
 
@@ -196,8 +200,13 @@ class Runtime:
             )
         return False
 
-    async def recover(self) -> int:
-        """Resume runs of known flows whose owner is gone; returns how many."""
+    async def recover(self, limit: int = 1000) -> int:
+        """Resume runs of known flows whose owner is gone; returns how many.
+
+        At most ``limit`` runs are claimed per call, in random order, so
+        workers sweeping at the same moment share a burst of new runs instead
+        of the first one taking them all.
+        """
         if not self._flows:
             return 0
         store = self.store
@@ -210,8 +219,11 @@ class Runtime:
         dead.append(self.owner)
         now = self.clock.now()
         ids = await store.orphans(list(self._flows), now=now, dead_owners=dead)
+        random.shuffle(ids)
         resumed = 0
         for run_id in ids:
+            if resumed >= limit:
+                break
             if run_id in self._directory.live:
                 continue
             record = await store.claim(
@@ -285,17 +297,47 @@ class Runtime:
             return  # another waker is claiming it; the activation reads the store
         self._waking.add(run_id)
         try:
-            if record is None:
+            if record is None or not _wants(record, topic):
+                # The caller's copy may predate the run's suspension (a flow that
+                # evicted itself while the message was being posted): read again.
                 record = await self.store.get_run(run_id)
-            if record is None or record.status not in ("waiting", "sleeping"):
-                return
-            if topic is not None and topic not in (record.wait_topics or "").split(","):
-                return  # kept for a later wait on that topic
+            if record is None or not _wants(record, topic):
+                return  # running (it reads its mailbox), finished, or a later wait's message
             claimed = await self.claim_unhosted(record)
-            if claimed is not None and run_id not in self._directory.live:
+            if claimed is None:
+                if topic is not None and record.flow in self._flows:
+                    self._remember_stalled(run_id, topic)
+            elif run_id not in self._directory.live:
+                self._stalled.pop(run_id, None)
                 self._activate(claimed)
         finally:
             self._waking.discard(run_id)
+
+    def _remember_stalled(self, run_id: str, topic: str) -> None:
+        # Another owner holds the run: it consumes the message if it is alive;
+        # if it died, its lease has to lapse first. Look again in the sweep.
+        if len(self._stalled) < _STALLED_MAX:
+            self._stalled[run_id] = topic
+
+    async def retry_stalled(self) -> int:
+        """Wake again the runs whose message arrived while another owner held them.
+
+        A run drops out once it no longer waits for that message (consumed
+        by its owner, or the run moved on); it is hosted here once its
+        owner's lease lapsed. Returns how many runs are still waiting for it.
+        """
+        for run_id, topic in list(self._stalled.items()):
+            record = await self.store.get_run(run_id)
+            if (
+                record is None
+                or record.status not in ("waiting", "sleeping")
+                or topic not in (record.wait_topics or "").split(",")
+                or await self.store.next_message(run_id, topic) is None
+            ):
+                self._stalled.pop(run_id, None)
+                continue
+            await self.wake(run_id, topic, record)
+        return len(self._stalled)
 
     # -- public API ----------------------------------------------------------
     async def start(
@@ -671,6 +713,13 @@ class Runtime:
         return True
 
 
+def _wants(record: RunRecord, topic: str | None) -> bool:
+    """True if ``record`` is suspended and a message on ``topic`` (or a deadline) wakes it."""
+    if record.status not in ("waiting", "sleeping"):
+        return False
+    return topic is None or topic in (record.wait_topics or "").split(",")
+
+
 def runtime(
     *,
     store: str | None = None,
@@ -698,6 +747,8 @@ def runtime(
     return Runtime(config, flows, clock)
 
 
+#: Bound on runs remembered by ``retry_stalled``.
+_STALLED_MAX = 100_000
 #: Bound on remembered local message ids (beyond it, the wake service merely
 #: pokes some runs twice, which is harmless).
 _POSTED_MAX = 100_000

@@ -1,7 +1,10 @@
 """The runtime's services: one task each, never one per run.
 
 - ``lease_service`` extends every lease this runtime holds with one statement
-  and sweeps (one query) for ``running`` runs whose owner is gone;
+  (every ``lease_seconds / 3``) and, every second, sweeps for ``running`` runs
+  whose owner is gone or that nobody hosts yet (replays, retries, runs left
+  for workers) and for messages that arrived while another owner, perhaps a
+  dead one, held their run;
 - ``timer_service`` sleeps until the store's next deadline of an evicted run
   (a sleep's end, a wait's timeout) and rehydrates the runs that are due; a
   store with ``claim_due`` (PostgreSQL) finds and leases them in one statement,
@@ -42,20 +45,36 @@ _RESCAN = 5.0
 _BATCH = 1000
 #: Seconds before looking again at a deadline another worker was claiming.
 _RETRY_DUE = 0.05
+#: Seconds between sweeps for runs nobody hosts (leases are renewed less often).
+_SWEEP = 1.0
+#: Runs claimed per sweep before pausing for other workers.
+_SWEEP_BATCH = 100
+#: Batches per sweep at most (the rest waits for the next sweep).
+_SWEEP_ROUNDS = 100
 
 
 async def lease_service(runtime: Runtime) -> None:
     """Renew this runtime's leases and resume orphaned runs, forever."""
-    period = runtime.config.lease_seconds / 3
+    renew_every = runtime.config.lease_seconds / 3
+    sweep_every = min(_SWEEP, renew_every)
+    renewed = anyio.current_time()
     while True:
-        await anyio.sleep(period)
+        await anyio.sleep(sweep_every)
         try:
-            await runtime.store.renew_leases(
-                runtime.owner, runtime.clock.now() + runtime.config.lease_seconds
-            )
-            await runtime.recover()
+            if anyio.current_time() - renewed >= renew_every - sweep_every / 2:
+                await runtime.store.renew_leases(
+                    runtime.owner, runtime.clock.now() + runtime.config.lease_seconds
+                )
+                renewed = anyio.current_time()
+            # A full batch means more are waiting: take the next batch after a
+            # pause that lets other workers take their share.
+            for _ in range(_SWEEP_ROUNDS):
+                if await runtime.recover(limit=_SWEEP_BATCH) < _SWEEP_BATCH:
+                    break
+                await anyio.sleep(0.01)
+            await runtime.retry_stalled()
         except StorageError as exc:
-            log.warning("lease renewal failed (%s); retrying in %.1f s", exc, period)
+            log.warning("lease renewal failed (%s); retrying in %.1f s", exc, sweep_every)
 
 
 async def timer_service(runtime: Runtime) -> None:
