@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     #: A connection of its own (migrations, the listener) or one lent by the pool.
     Connection = _Connection[Any] | PoolConnectionProxy[Any]
 
-__all__ = ("Context", "patch_applied")
+__all__ = ("Context", "patch_applied", "record_many", "record_one_args", "upsert_many")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -66,6 +66,42 @@ def entry_values(entries: Sequence[JournalEntry]) -> dict[str, Any]:
 def run_values(run: RunRecord) -> dict[str, Any]:
     """Placeholder values of a run row (``r_*``)."""
     return {f"r_{c}": getattr(run, c) for c in RUN_COLUMNS}
+
+
+def record_one_args(cx: Context, entry: JournalEntry, patch: RunPatch) -> list[Any]:
+    """Positional arguments of the ``record_one`` statement."""
+    return cx.q.sql["record_one"].args({**patch_values(patch), **cx.notify, **_entry_value(entry)})
+
+
+def _entry_value(entry: JournalEntry) -> dict[str, Any]:
+    """Placeholder values of one journal entry (``e_*``)."""
+    return {f"e_{c}": getattr(entry, c) for c in ENTRY_COLUMNS}
+
+
+async def record_many(
+    conn: Connection, cx: Context, calls: Sequence[tuple[JournalEntry, RunPatch]]
+) -> list[bool]:
+    """Run ``record_one`` for each call, in order, in one implicit transaction.
+
+    One round trip: the statements are pipelined and committed together, so
+    a later call sees the effects of the earlier ones. If any of them fails
+    nothing is committed, and the error propagates.
+    """
+    st = cx.q.sql["record_one"]
+    rows = await conn.fetchmany(st.sql, [record_one_args(cx, e, p) for e, p in calls])
+    if len(rows) != len(calls):  # pragma: no cover - each statement returns one row
+        raise StorageError(f"expected {len(calls)} results from a batch, got {len(rows)}")
+    return [bool(row[0]) for row in rows]
+
+
+async def upsert_many(conn: Connection, cx: Context, entries: Sequence[JournalEntry]) -> None:
+    """Upsert the entries of several ``record`` calls without a patch in one statement.
+
+    Sorted by key, so concurrent batches lock journal rows in one order.
+    """
+    kept = sorted(_batch(entries), key=lambda e: (e.run_id, e.position))
+    st = cx.q.sql["upsert_entries"]
+    await conn.execute(st.sql, *st.args(entry_values(kept)))
 
 
 def _batch(entries: Sequence[JournalEntry]) -> list[JournalEntry]:
@@ -264,7 +300,14 @@ async def record(
     if uncertain and await _recorded(conn, cx, batch, patch):
         return True
     values = {**patch_values(patch), **cx.notify}
-    if batch:
+    if len(batch) == 1:
+        st = cx.q.sql["record_one"]
+        try:
+            row = await conn.fetchrow(st.sql, *st.args({**values, **_entry_value(batch[0])}))
+        except Exception as exc:
+            await _explain_unknown_run(conn, cx, batch, exc)
+            raise
+    elif batch:
         values.update(entry_values(batch))
         st = cx.q.sql["record"]
         try:
@@ -459,9 +502,14 @@ async def post(conn: Connection, cx: Context, message: Message, nonce: str) -> t
 
 
 async def _write_entries(conn: Connection, cx: Context, entries: Sequence[JournalEntry]) -> None:
-    st = cx.q.sql["upsert_entries"]
+    if len(entries) == 1:
+        st = cx.q.sql["upsert_entry"]
+        args = st.args(_entry_value(entries[0]))
+    else:
+        st = cx.q.sql["upsert_entries"]
+        args = st.args(entry_values(entries))
     try:
-        await conn.execute(st.sql, *st.args(entry_values(entries)))
+        await conn.execute(st.sql, *args)
     except Exception as exc:
         await _explain_unknown_run(conn, cx, entries, exc)
         raise

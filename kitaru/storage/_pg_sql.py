@@ -169,10 +169,24 @@ _TEMPLATES: dict[str, str] = {
         "SELECT EXISTS (SELECT 1 FROM r)"
     ),
     "upsert_entries": _UPSERT_ENTRIES.replace("{source}", "{entries}"),
+    "upsert_entry": (
+        "INSERT INTO {s}.journal AS j ({entry_cols}) VALUES ({entry_values}) "
+        "ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} WHERE j.status <> 'completed'"
+    ),
     "record": (
         f"WITH {_PATCH}, {_NOTIFY_DUE}, "
         "e AS (INSERT INTO {s}.journal AS j ({entry_cols}) "
         "SELECT * FROM {entries} WHERE EXISTS (SELECT 1 FROM p) "
+        "ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} WHERE j.status <> 'completed') "
+        "SELECT EXISTS (SELECT 1 FROM p), (SELECT count(*) FROM n)"
+    ),
+    # ``record`` with one entry (a checkpoint): scalar placeholders instead of
+    # unnest over twelve arrays, and only the columns the NOTIFY test needs.
+    "record_one": (
+        "WITH p AS (UPDATE {s}.runs SET " + _PATCH_SET + " RETURNING owner, wake_at, status), "
+        f"{_NOTIFY_DUE}, "
+        "e AS (INSERT INTO {s}.journal AS j ({entry_cols}) "
+        "SELECT {entry_values} WHERE EXISTS (SELECT 1 FROM p) "
         "ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} WHERE j.status <> 'completed') "
         "SELECT EXISTS (SELECT 1 FROM p), (SELECT count(*) FROM n)"
     ),
@@ -265,6 +279,7 @@ class Queries:
             "run_values": ", ".join(f"$r_{c}::{_RUN_TYPES[c]}" for c in RUN_COLUMNS),
             "entry_cols": ", ".join(ENTRY_COLUMNS),
             "entry_set": ", ".join(f"{c} = excluded.{c}" for c in ENTRY_COLUMNS[2:]),
+            "entry_values": ", ".join(f"$e_{c}::{t}" for c, t in _ENTRY_TYPES.items()),
             "entries": _ENTRIES.format(arrays=arrays, entry_cols=", ".join(ENTRY_COLUMNS)),
             "message_cols": ", ".join(MESSAGE_COLUMNS),
         }

@@ -19,6 +19,14 @@ How it works
   one round trip; only ``consume`` needs an explicit three-statement
   transaction. Guarded writes (``RunPatch.expect``) put the status test in the
   ``UPDATE``'s ``WHERE``, so they are atomic without explicit locks.
+- **Group commit.** Concurrent ``record`` calls (what checkpoints write)
+  share transactions: the first caller runs its own call at once, and the
+  calls that arrive meanwhile go out together when it is done, in one
+  statement or one pipelined transaction, each caller getting its own result
+  (:mod:`kitaru.storage._pg_batch`; ``GROUP_COMMIT = False`` switches it off).
+  Up to two such leaders work at once, each on a connection of its own
+  outside the pool (a checkout costs the client more than the statement), so
+  a store opens at most ``pool_max`` + 2 connections besides the listener's.
 - **Claiming.** ``claim`` is one guarded ``UPDATE ... RETURNING``.
   ``due`` and ``orphans`` select ``FOR UPDATE SKIP LOCKED``, so a worker never
   waits for rows another worker is claiming; :meth:`PostgresStore.claim_due`
@@ -93,6 +101,7 @@ from kitaru._errors import ConfigurationError, StorageError
 
 from . import _pg_ops as ops
 from ._migrations.postgres import migrate
+from ._pg_batch import Lease, RecordBatcher
 from ._pg_faults import Attempt, advice, fault, is_driver_error
 from ._pg_listen import Listener
 from ._pg_sql import queries
@@ -117,6 +126,11 @@ _MAX_RETRY = 2.0
 #: At most one "retrying" warning per store in this many seconds.
 _WARN_EVERY = 5.0
 _CLOSE_TIMEOUT = 10.0
+#: Concurrent checkpoint writes share transactions (see kitaru.storage._pg_batch).
+GROUP_COMMIT = True
+#: Batches in flight at once: two let the client prepare one while the server
+#: commits the other; more split the queue into smaller, costlier batches.
+_BATCH_LEADERS = 2
 
 
 def _driver() -> Any:
@@ -171,6 +185,18 @@ class PostgresStore:
             self._describe,
             enabled=settings.listen,
         )
+        self._batcher = (
+            RecordBatcher(
+                self._open_pool,
+                self._cx,
+                self._record_alone,
+                _driver(),
+                self._connect_writer,
+                max_leaders=min(_BATCH_LEADERS, settings.pool_max),
+            )
+            if GROUP_COMMIT
+            else None
+        )
         #: Bumped by this store's own writes; change_token() adds the listener's count.
         self._version = 0
         self._warned = 0.0
@@ -188,6 +214,8 @@ class PostgresStore:
             )
             # Drop the sockets, or asyncpg's own connections would warn as well.
             self._listener.terminate()
+            if self._batcher is not None:
+                self._batcher.terminate()
             pool = self._pool
             if pool is not None:
                 pool.terminate()
@@ -251,6 +279,8 @@ class PostgresStore:
             return
         with anyio.CancelScope(shield=True):
             await self._listener.aclose()
+            if self._batcher is not None:
+                await self._batcher.aclose()
             pool, self._pool = self._pool, None
             if pool is not None:
                 await _close_pool(pool)
@@ -400,8 +430,29 @@ class PostgresStore:
         Raises:
             StorageError: an entry belongs to a run that does not exist.
         """
+        if self._batcher is None:
+            return await self._record_alone(entries, patch, False, None)
+        try:
+            return await self._batcher.record(entries, patch)
+        finally:
+            self._version += 1
+
+    async def _record_alone(
+        self,
+        entries: Sequence[JournalEntry],
+        patch: RunPatch | None,
+        uncertain: bool,
+        lease: Lease | None,
+    ) -> bool:
+        """``record`` in a transaction of its own; ``uncertain`` as after a lost connection.
+
+        ``lease`` lends the connection instead of the pool.
+        """
         return await self._write(
-            "record journal entries", lambda c, u: ops.record(c, self._cx, entries, patch, u)
+            "record journal entries",
+            lambda c, u: ops.record(c, self._cx, entries, patch, u),
+            uncertain=uncertain,
+            lease=lease,
         )
 
     async def update_run(self, patch: RunPatch) -> RunRecord | None:
@@ -504,20 +555,32 @@ class PostgresStore:
             f"{self._where} is closed; open a new one with kitaru.storage.open_store(url)"
         )
 
-    async def _write(self, action: str, op: Op[T]) -> T:
+    async def _write(
+        self, action: str, op: Op[T], *, uncertain: bool = False, lease: Lease | None = None
+    ) -> T:
         try:
-            return await self._call(action, op)
+            return await self._call(action, op, uncertain=uncertain, lease=lease)
         finally:
             self._version += 1
 
-    async def _call(self, action: str, op: Op[T], *, opening: bool = False) -> T:
+    async def _call(
+        self,
+        action: str,
+        op: Op[T],
+        *,
+        opening: bool = False,
+        uncertain: bool = False,
+        lease: Lease | None = None,
+    ) -> T:
         """Run ``op`` on a pooled connection, retrying connection faults (module docstring)."""
         pool = self._pool if opening else self._open_pool()
         assert pool is not None
         asyncpg = _driver()
 
+        acquire = lease or pool.acquire
+
         async def attempt(state: Attempt) -> T:
-            async with pool.acquire() as conn:
+            async with acquire() as conn:
                 state.sent = True  # from here on, a lost connection leaves the outcome unknown
                 try:
                     return await op(conn, state.uncertain)
@@ -529,11 +592,18 @@ class PostgresStore:
                             conn.terminate()
                     raise
 
-        return await self._retrying(action, attempt)
+        return await self._retrying(action, attempt, uncertain=uncertain)
 
-    async def _retrying(self, action: str, attempt: Callable[[Attempt], Awaitable[T]]) -> T:
+    async def _retrying(
+        self,
+        action: str,
+        attempt: Callable[[Attempt], Awaitable[T]],
+        *,
+        uncertain: bool = False,
+    ) -> T:
         asyncpg = _driver()
         state = Attempt()
+        state.uncertain = uncertain
         started: float | None = None
         # The first retry is immediate: most faults are a pooled connection
         # that died while idle, and the pool replaces it at once.
@@ -579,6 +649,18 @@ class PostgresStore:
             command_timeout=settings.command_timeout,
             statement_cache_size=0,
             server_settings={"application_name": f"{settings.application_name} {role}"},
+        )
+        return conn
+
+    async def _connect_writer(self) -> Connection:
+        """A group-commit leader's connection: set up as the pool's are."""
+        settings = self._settings
+        conn: Connection = await _driver().connect(
+            settings.dsn,
+            timeout=settings.connect_timeout,
+            command_timeout=settings.command_timeout,
+            statement_cache_size=settings.statement_cache_size,
+            server_settings={"application_name": settings.application_name},
         )
         return conn
 
