@@ -81,6 +81,7 @@ async def timer_service(runtime: Runtime) -> None:
     """Rehydrate evicted runs whose sleep ended or whose wait timed out."""
     store = runtime.store
     clock = runtime.clock
+    woken: set[str] = set()
     while True:
         runtime.timer_kick = kick = anyio.Event()
         try:
@@ -88,7 +89,13 @@ async def timer_service(runtime: Runtime) -> None:
             now = clock.now()
             nxt = await store.next_wake(flows, now=now) if flows else None
             if nxt is not None and nxt <= now:
-                if await _wake_due(runtime, flows, now):
+                due = await _wake_due(runtime, flows, now)
+                if due:
+                    if due <= woken:
+                        # The same runs again: they are live (here, or their lease
+                        # looks lapsed) and about to act on it; do not spin.
+                        await anyio.sleep(_RETRY_DUE)
+                    woken = due
                     continue
                 # Due but claimed by someone else this instant: look again shortly.
                 nxt = now + _RETRY_DUE
@@ -100,15 +107,15 @@ async def timer_service(runtime: Runtime) -> None:
             await clock.sleep_until(target, kick)
 
 
-async def _wake_due(runtime: Runtime, flows: list[str], now: float) -> int:
-    """Rehydrate the runs due at ``now``; how many were found."""
+async def _wake_due(runtime: Runtime, flows: list[str], now: float) -> set[str]:
+    """Rehydrate the runs due at ``now``; the ids of those found."""
     store = runtime.store
     claim_due = getattr(store, "claim_due", None)
     if claim_due is None:
         ids = await store.due(flows, now=now, limit=_BATCH)
         for run_id in ids:
             await runtime.wake(run_id)
-        return len(ids)
+        return set(ids)
     claimed: list[RunRecord] = await claim_due(
         flows,
         runtime.owner,
@@ -118,7 +125,7 @@ async def _wake_due(runtime: Runtime, flows: list[str], now: float) -> int:
     )
     for record in claimed:
         runtime.host_claimed(record)
-    return len(claimed)
+    return {record.id for record in claimed}
 
 
 async def wake_service(runtime: Runtime) -> None:

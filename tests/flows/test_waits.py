@@ -10,6 +10,7 @@ import pytest
 
 import kitaru
 from kitaru import checkpoint, flow
+from kitaru.testing import FakeClock
 from tests.conftest import RuntimeFactory
 
 pytestmark = pytest.mark.anyio
@@ -100,22 +101,26 @@ async def test_idempotency_key_delivers_once(rt: kitaru.Runtime) -> None:
     assert await run.result() == [7, 8]
 
 
-async def test_wait_timeout_raises_inside_the_flow(rt: kitaru.Runtime) -> None:
+async def test_wait_timeout_raises_inside_the_flow(make_runtime: RuntimeFactory) -> None:
     @flow
     async def impatient() -> str:
         try:
-            await kitaru.wait(str, timeout=dt.timedelta(milliseconds=50))
+            await kitaru.wait(str, timeout=dt.timedelta(seconds=30))
         except kitaru.WaitTimeout:
             return "timed out"
         return "answered"
 
-    run = await rt.start(impatient)
-    info = await until_status(rt, run.id, "waiting")
-    assert info.pending_wait is not None
-    assert info.pending_wait.deadline is not None
-    assert await run.result() == "timed out"
-    (entry,) = (await run.info()).checkpoints
-    assert (entry.kind, entry.status) == ("wait", "failed")
+    # A fake clock, so the wait is seen pending however slow the machine is.
+    clock = FakeClock()
+    async with make_runtime(clock=clock) as rt:
+        run = await rt.start(impatient)
+        info = await until_status(rt, run.id, "waiting")
+        assert info.pending_wait is not None
+        assert info.pending_wait.deadline is not None
+        clock.advance(31)
+        assert await run.result() == "timed out"
+        (entry,) = (await run.info()).checkpoints
+        assert (entry.kind, entry.status) == ("wait", "failed")
 
 
 @flow

