@@ -35,7 +35,7 @@ from ._execution import (
     rebuild_error,
     retry_history,
 )
-from ._tracing import span
+from ._tracing import checkpoint_span
 from .storage.serde import Codec, codec_for
 
 __all__ = ("Backoff", "Checkpoint", "checkpoint", "checkpoints_named")
@@ -228,14 +228,9 @@ class Checkpoint(Generic[P, R]):
 
     async def _attempt(self, frame: CheckpointFrame, args: Any, kwargs: Any) -> Any:
         token = frame_var.set(frame)
-        attributes = {
-            "kitaru.checkpoint.name": self.name,
-            "kitaru.run_id": frame.execution.run_id,
-            "kitaru.position": frame.position,
-        }
         try:
             with (
-                span("kitaru.checkpoint", attributes),
+                checkpoint_span(self.name, frame.execution.run_id, frame.position),
                 anyio.fail_after(self.timeout) if self.timeout else nullcontext(),
             ):
                 if self.is_async:

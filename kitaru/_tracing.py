@@ -27,12 +27,15 @@ from ._version import __version__
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
 
-__all__ = ("Attributes", "run_span", "span", "wait_span")
+__all__ = ("Attributes", "checkpoint_span", "run_span", "span", "wait_span")
 
 #: Attribute values: str, bool, int or float (``None`` values are dropped).
 Attributes = Mapping[str, Any]
 
 _NOOP: AbstractContextManager[None] = nullcontext()
+#: A provider named by the environment (read once: this check runs on every
+#: checkpoint, and reading the environment costs more than the rest of it).
+_ENV_PROVIDER = bool(os.environ.get("OTEL_PYTHON_TRACER_PROVIDER"))
 _cached: tuple[object, Tracer] | None = None
 
 
@@ -40,9 +43,7 @@ def _tracer() -> Tracer | None:
     global _cached
     # Whoever configured a provider imported the API; a provider named by the
     # environment is loaded by the API on first use.
-    if "opentelemetry.trace" not in sys.modules and not os.environ.get(
-        "OTEL_PYTHON_TRACER_PROVIDER"
-    ):
+    if "opentelemetry.trace" not in sys.modules and not _ENV_PROVIDER:
         return None
     from opentelemetry import trace
 
@@ -83,6 +84,16 @@ def run_span(run_id: str, flow: str, replaying: int) -> AbstractContextManager[S
     return span(
         "kitaru.run",
         {"kitaru.run_id": run_id, "kitaru.flow": flow, "kitaru.replayed_entries": replaying},
+    )
+
+
+def checkpoint_span(name: str, run_id: str, position: int) -> AbstractContextManager[Span | None]:
+    """The span of one attempt of a checkpoint body (nothing is built when tracing is off)."""
+    if _tracer() is None:
+        return _NOOP
+    return span(
+        "kitaru.checkpoint",
+        {"kitaru.checkpoint.name": name, "kitaru.run_id": run_id, "kitaru.position": position},
     )
 
 
