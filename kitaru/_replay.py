@@ -220,4 +220,3 @@ def _known(journal: Sequence[JournalEntry]) -> str:
     shown = ", ".join(repr(n) for n in names[:10])
     more = f" and {len(names) - 10} more" if len(names) > 10 else ""
     return f"its checkpoints are {shown}{more}"
-
