@@ -8,6 +8,8 @@ records and errors they return. Everything not re-exported here is private.
 """
 
 import logging as _logging
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
 
 from ._artifacts import load as load
 from ._artifacts import log as log
@@ -38,7 +40,6 @@ from ._errors import StorageError as StorageError
 from ._errors import WaitTimeout as WaitTimeout
 from ._flow import Flow as Flow
 from ._flow import flow as flow
-from ._llm import llm as llm
 from ._primitives import Message as Message
 from ._primitives import continue_as_new as continue_as_new
 from ._primitives import receive as receive
@@ -104,9 +105,23 @@ __all__ = (
 )
 
 # Tracebacks and reprs say kitaru.FlowFailed, not kitaru._errors.FlowFailed.
+if _TYPE_CHECKING:
+    from ._llm import llm as llm
+
 for _name in __all__:
-    _obj = globals()[_name]
+    _obj = globals().get(_name)
     if isinstance(_obj, type):
         _obj.__module__ = __name__
+
+
+def __getattr__(name: str) -> _Any:
+    # ``kitaru.llm`` (and what it needs) is imported on first use, so that
+    # ``import kitaru`` stays cheap for code that never calls a model.
+    if name == "llm":
+        from ._llm import llm
+
+        globals()["llm"] = llm
+        return llm
+    raise AttributeError(f"module 'kitaru' has no attribute {name!r}")
 
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())

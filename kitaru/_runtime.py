@@ -34,7 +34,7 @@ from ._errors import (
     RunNotFound,
     RuntimeStateError,
 )
-from ._events import EventBus
+from ._event_bus import EventBus
 from ._flow import Flow
 from ._inspect import run_info
 from ._replay import CheckpointRef, Overrides, plan_replay, retry_entries

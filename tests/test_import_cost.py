@@ -5,7 +5,16 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("litellm", "asyncpg", "fastapi", "pydantic_ai", "uvicorn", "aiosqlite", "fsspec")
+HEAVY = (
+    "litellm",
+    "asyncpg",
+    "fastapi",
+    "pydantic_ai",
+    "uvicorn",
+    "aiosqlite",
+    "fsspec",
+    "kitaru._llm",  # loaded by the first use of kitaru.llm
+)
 
 
 def test_import_kitaru_does_not_import_heavy_modules() -> None:
