@@ -124,4 +124,5 @@ def __getattr__(name: str) -> _Any:
         return llm
     raise AttributeError(f"module 'kitaru' has no attribute {name!r}")
 
+
 _logging.getLogger(__name__).addHandler(_logging.NullHandler())
