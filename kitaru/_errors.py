@@ -127,7 +127,8 @@ class NonDeterminismError(KitaruError):
             f"{recorded!r} but the flow now calls {new!r}. Results are never mixed: make "
             "the flow call its durable functions in the same order on every execution "
             "(move anything non-deterministic into a checkpoint), or replay the run from "
-            "a checkpoint before this position."
+            f"a checkpoint before this position: rt.replay({run_id!r}, from_checkpoint=N) "
+            f"with N < {position}, or `kitaru replay {run_id} --from N`."
         )
         self.run_id = run_id
         self.position = position
