@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from ._event_bus import EventBus, Subscription
-from ._types import CheckpointInfo, WaitInfo
+from ._inspect import checkpoint_info
+from ._types import WaitInfo
 from .storage.base import TERMINAL_STATUSES, JournalEntry, RunRecord
 from .storage.serde import loads_plain
 
@@ -234,23 +235,6 @@ def _utc(ts: float | None) -> str | None:
     return datetime.fromtimestamp(ts, UTC).isoformat().replace("+00:00", "Z")
 
 
-def _checkpoint_info(entry: JournalEntry) -> CheckpointInfo:
-    meta = loads_plain(entry.metadata) or {}
-    errors = meta.pop("errors", [])
-    return CheckpointInfo(
-        position=entry.position,
-        name=entry.name,
-        kind=entry.kind,
-        status=entry.status,
-        attempts=entry.attempts,
-        started_at=datetime.fromtimestamp(entry.started_at, UTC),
-        duration_s=entry.duration_s,
-        metadata=meta,
-        errors=errors,
-        artifact=entry.ref,
-    )
-
-
 def _pending_wait(record: RunRecord) -> dict[str, Any] | None:
     from .actors._mailbox import wait_info
 
@@ -258,7 +242,7 @@ def _pending_wait(record: RunRecord) -> dict[str, Any] | None:
 
 
 def _entry_event(run_id: str, entry: JournalEntry) -> tuple[str, dict[str, Any]]:
-    data = {"run_id": run_id, **_checkpoint_info(entry).model_dump(mode="json")}
+    data = {"run_id": run_id, **checkpoint_info(entry).model_dump(mode="json")}
     if entry.kind == "wait" and entry.status == "completed":
         meta = loads_plain(entry.metadata) or {}
         data["topic"] = entry.name

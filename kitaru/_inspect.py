@@ -9,17 +9,35 @@ from typing import TYPE_CHECKING
 from ._artifacts import find_artifacts
 from ._types import CheckpointInfo, RunInfo, RunStatus, Usage, WaitInfo
 from .actors._mailbox import wait_info
-from .storage.base import RunRecord
+from .storage.base import JournalEntry, RunRecord
 from .storage.serde import loads_plain
 
 if TYPE_CHECKING:
     from ._runtime import Runtime
 
-__all__ = ("run_info",)
+__all__ = ("checkpoint_info", "run_info")
 
 
 def _utc(ts: float) -> datetime:
     return datetime.fromtimestamp(ts, UTC)
+
+
+def checkpoint_info(entry: JournalEntry) -> CheckpointInfo:
+    """The public record of one journal entry (failed attempts moved to ``errors``)."""
+    meta = loads_plain(entry.metadata) or {}
+    errors = meta.pop("errors", [])
+    return CheckpointInfo(
+        position=entry.position,
+        name=entry.name,
+        kind=entry.kind,
+        status=entry.status,
+        attempts=entry.attempts,
+        started_at=_utc(entry.started_at),
+        duration_s=entry.duration_s,
+        metadata=meta,
+        errors=errors,
+        artifact=entry.ref,
+    )
 
 
 async def run_info(runtime: Runtime, record: RunRecord, count: int | None = None) -> RunInfo:
@@ -29,24 +47,7 @@ async def run_info(runtime: Runtime, record: RunRecord, count: int | None = None
     empty and sets ``checkpoint_count`` to ``count``.
     """
     journal = await runtime.store.load_journal(record.id) if count is None else []
-    checkpoints = []
-    for e in journal:
-        meta = loads_plain(e.metadata) or {}
-        errors = meta.pop("errors", [])
-        checkpoints.append(
-            CheckpointInfo(
-                position=e.position,
-                name=e.name,
-                kind=e.kind,
-                status=e.status,
-                attempts=e.attempts,
-                started_at=_utc(e.started_at),
-                duration_s=e.duration_s,
-                metadata=meta,
-                errors=errors,
-                artifact=e.ref,
-            )
-        )
+    checkpoints = [checkpoint_info(e) for e in journal]
     error_info = loads_plain(record.error_info) or {}
     return RunInfo(
         id=record.id,

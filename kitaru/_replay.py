@@ -101,7 +101,7 @@ def plan_replay(
         live_from = resolve(journal, from_checkpoint, run_id=run_id).position
     else:
         live_from = max((e.position + 1 for e in targets.values()), default=0)
-    by_position: dict[int, JournalEntry] = {}
+    by_position: dict[int, CheckpointRef] = {}
     for ref, entry in targets.items():
         if entry.position >= live_from:
             raise ReplayError(
@@ -111,15 +111,15 @@ def plan_replay(
             )
         if entry.position in by_position:
             raise ReplayError(f"two overrides name position {entry.position} ({entry.name!r})")
-        by_position[entry.position] = entry
+        by_position[entry.position] = ref
     entries = [e for e in journal if e.position < live_from]
     large: dict[int, bytes] = {}
     now = time.time()
     for i, entry in enumerate(entries):
-        if entry.position not in by_position:
+        named = by_position.get(entry.position)
+        if named is None:
             continue
-        ref = next(r for r, t in targets.items() if t.position == entry.position)
-        data = _encode(entry, wanted[ref], run_id=run_id, ref=ref)
+        data = _encode(entry, wanted[named], run_id=run_id, ref=named)
         inline = len(data) <= inline_threshold
         if not inline:
             large[entry.position] = data

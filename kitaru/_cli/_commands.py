@@ -224,6 +224,14 @@ def _hosting_hint(flow: str) -> None:
     note(f"a worker hosting flow {flow!r} executes it (kitaru worker MODULE)")
 
 
+async def _flow_of(rt: kitaru.Runtime, run_id: str) -> str:
+    """The flow of a run, from its row alone (its journal may be long)."""
+    record = await rt.store.get_run(run_id)
+    if record is None:
+        raise kitaru.RunNotFound(run_id)
+    return record.flow
+
+
 async def replay(args: argparse.Namespace) -> int:
     """``kitaru replay RUN``: a new run that reuses the journal before ``--from``."""
     start = parse_checkpoint(args.from_checkpoint)
@@ -238,7 +246,7 @@ async def replay(args: argparse.Namespace) -> int:
     async with _open(args) as rt:
         run_id = await resolve_run(rt, args.run)
         handle = await rt.replay(run_id, from_checkpoint=start, overrides=overrides or None)
-        flow = (await rt.get_run(handle.id)).flow
+        flow = await _flow_of(rt, handle.id)
     if args.json:
         write(_dumps({"id": handle.id, "replay_of": run_id, "flow": flow}))
     else:
@@ -252,7 +260,7 @@ async def retry(args: argparse.Namespace) -> int:
     async with _open(args) as rt:
         run_id = await resolve_run(rt, args.run)
         handle = await rt.retry(run_id)
-        flow = (await rt.get_run(handle.id)).flow
+        flow = await _flow_of(rt, handle.id)
     if args.json:
         write(_dumps({"id": handle.id, "flow": flow}))
     else:

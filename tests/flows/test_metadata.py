@@ -121,8 +121,20 @@ async def test_save_and_load_artifacts(rt: kitaru.Runtime) -> None:
         await kitaru.load("no-such-run", "summary")
 
 
-async def test_a_saved_artifact_is_not_written_again_on_replay(rt: kitaru.Runtime) -> None:
+async def test_a_saved_artifact_is_not_written_again_on_replay(
+    rt: kitaru.Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
     puts: list[str] = []
+    # Equal content gets an equal ref, so count the writes themselves.
+    writes: list[bytes] = []
+    artifacts = rt.artifacts()
+    put = artifacts.put
+
+    async def counting_put(data: bytes) -> str:
+        writes.append(data)
+        return await put(data)
+
+    monkeypatch.setattr(artifacts, "put", counting_put)
 
     @flow
     async def saver() -> Any:
@@ -140,6 +152,7 @@ async def test_a_saved_artifact_is_not_written_again_on_replay(rt: kitaru.Runtim
     info = await run.info()
     assert [c.kind for c in info.checkpoints] == ["save", "wait"]
     assert len(set(puts)) == 1
+    assert len(writes) == 1
 
 
 async def test_save_and_load_in_a_sync_flow(rt: kitaru.Runtime) -> None:
