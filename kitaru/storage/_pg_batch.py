@@ -1,26 +1,32 @@
-"""Group commit for the PostgreSQL store's checkpoint writes.
+"""Group commit for the PostgreSQL store's small writes.
 
-Every checkpoint ends in ``record((entry,), patch)``, the patch usually
-``None``. When many flows finish checkpoints at the same moment, each call
-costing its own transaction (a pool checkout, a round trip, a commit), the
-client and the server spend most of their time on that per-transaction
-overhead. Here a caller that finds fewer than ``max_leaders`` leaders at work
-becomes one: it runs its own call at once, alone (an uncontended call never
-waits for anyone), and the calls that arrive meanwhile queue up. After its own
-call the leader sends what is queued, batch after batch, until the queue is
-empty:
+Three writes dominate a busy store: ``record((entry,), None)`` ending every
+checkpoint, ``record((), patch)`` finishing a run, and ``create_run`` when a
+flow starts. Each alone costs a transaction (a round trip, and a commit that
+syncs the WAL); when many flows make them at once, that overhead is most of
+what the client and the server do. So concurrent calls share transactions.
 
-- the calls without a patch as one ``INSERT ... SELECT FROM unnest(...)``
-  statement (their own transaction; the entries are idempotent upserts, and
-  one statement touches each row once, so a later entry for a position
-  replaces an earlier one only if that one is unfinished);
-- the calls with a patch and one entry as one pipeline of ``record_one``
-  statements in one implicit transaction (one round trip, one commit), each
-  call getting its own result (``False`` when its patch's guard refused).
+A :class:`WriteBatcher` has one leader connection of its own, outside the
+pool (a checkout and release cost the client more than a short statement).
+A call that finds it free runs at once, alone: an uncontended write never
+waits for anyone. The calls that arrive meanwhile queue, and when its own
+call is done the leader sends the queue, batch after batch, until it is
+empty. One leader per batcher measured better than two: two split the queue
+into smaller batches, and each batch costs the client as much CPU as a
+single write. The store keeps two batchers, one for checkpoints and run
+completions and one for new runs, so a loop that starts flows one after
+another never waits behind a batch of checkpoints.
 
-Each call is atomic in its group's transaction. The calls of a batch were all
-in flight together, so any order among them is one they could have run in.
-Other shapes (several entries with a patch, a patch alone) run on their own.
+A batch is one statement, so one transaction and one round trip: new runs,
+patches and journal entries each ``SELECT ... FROM unnest(...)`` of one
+array per column, only the parts the batch has (every array parameter costs
+the client time to encode, even empty). A plain entry is an idempotent upsert
+(never over a completed entry); a guarded call's entry is written only if its
+patch's status guard held. One statement touches each row once, so a batch
+carries at most one patch per run and one entry per position; a call that
+would break that waits for the next statement. Each call is atomic, and the
+calls of a batch were in flight together, so any order among them is one
+they could have run in.
 
 Faults: a batch is tried once. If it fails, each of its calls runs again on
 its own through the store's ordinary retrying path, by its own caller, so an
@@ -28,14 +34,16 @@ error (an entry of an unknown run, ...) reaches only the caller whose call
 caused it. When the batch's connection was lost after it was sent, the batch
 may have committed, so those re-runs start in "uncertain" mode and check
 their effects before writing (see :mod:`kitaru.storage.postgres`); any other
-failure rolled the whole batch back, and the re-runs are first attempts.
+failure rolled the whole batch back, and the re-runs are first attempts. A
+new run whose id exists already is left to its caller too, who then reads
+the stored record.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
@@ -44,9 +52,11 @@ from ._pg_faults import fault
 
 if TYPE_CHECKING:
     from ._pg_ops import Connection
-    from .base import JournalEntry, RunPatch
+    from .base import JournalEntry, RunPatch, RunRecord
 
-__all__ = ("RecordBatcher",)
+__all__ = ("Alone", "Lease", "WriteBatcher")
+
+T = TypeVar("T")
 
 #: At most this many calls share one transaction; the rest wait for the next.
 MAX_BATCH = 256
@@ -54,11 +64,9 @@ _CLOSE_TIMEOUT = 10.0
 
 #: A connection for one attempt: an async context manager, as ``pool.acquire()``.
 Lease = Callable[[], AbstractAsyncContextManager["Connection"]]
-#: Runs one ``record`` call through the store's retrying path: the bool is
+#: Runs one call on its own through the store's retrying path: the bool is
 #: "uncertain", the lease (``None``: the pool) lends the connection.
-Single = Callable[
-    ["Sequence[JournalEntry]", "RunPatch | None", bool, "Lease | None"], Awaitable[bool]
-]
+Alone = Callable[[bool, "Lease | None"], Awaitable[T]]
 
 
 class _Writer:
@@ -87,14 +95,25 @@ class _Writer:
         return conn
 
 
-class _Call:
-    __slots__ = ("entries", "patch", "rerun", "result")
+class _Call(Generic[T]):
+    """One queued write: new ``run``, or ``entries`` with an optional ``patch``."""
 
-    def __init__(self, entries: Sequence[JournalEntry], patch: RunPatch | None) -> None:
+    __slots__ = ("alone", "entries", "patch", "rerun", "result", "run")
+
+    def __init__(
+        self,
+        alone: Alone[T],
+        entries: Sequence[JournalEntry] = (),
+        patch: RunPatch | None = None,
+        run: RunRecord | None = None,
+    ) -> None:
+        self.alone = alone
         self.entries = entries
         self.patch = patch
-        self.result = True
-        #: Set when the batch failed: run again alone, uncertain (True) or not (False).
+        self.run = run
+        self.result: T | None = None
+        #: Set when the batch did not settle the call: its caller runs it
+        #: alone, uncertain (True) or not (False).
         self.rerun: bool | None = None
 
 
@@ -102,53 +121,77 @@ class _Batch:
     __slots__ = ("calls", "done")
 
     def __init__(self) -> None:
-        self.calls: list[_Call] = []
+        self.calls: list[_Call[Any]] = []
         # One event per batch wakes all its callers at once.
         self.done = anyio.Event()
 
 
-class RecordBatcher:
-    """Batches concurrent checkpoint writes of one store into shared transactions.
+class WriteBatcher:
+    """Batches concurrent small writes of one store into shared transactions.
 
     Args:
         check_open: raises when the store is closed.
         cx: the store's statement context.
-        single: runs one call on its own, with the store's fault handling.
         driver: the asyncpg module (to classify failures).
-        connect: opens a connection for a leader (outside the pool).
-        max_leaders: batches in flight at once (each leader has a connection).
+        connect: opens the leader's connection (outside the pool).
     """
 
     def __init__(
         self,
         check_open: Callable[[], object],
         cx: ops.Context,
-        single: Single,
         driver: Any,
         connect: Callable[[], Awaitable[Connection]],
-        *,
-        max_leaders: int = 1,
     ) -> None:
         self._check_open = check_open
         self._cx = cx
-        self._single = single
         self._driver = driver
-        self._writers = [_Writer(connect) for _ in range(max(1, max_leaders))]
-        self._idle = list(self._writers)
+        self._writer = _Writer(connect)
+        self._busy = False
         self._pending: list[_Batch] = []
-        #: Transactions sent for two or more calls, the calls they carried, and
-        #: how many of them failed and were re-run call by call.
+        #: Statements sent for batches, the calls they carried, and how many
+        #: of them failed (their calls re-run one by one).
         self.batches = 0
         self.batched = 0
         self.fallbacks = 0
 
-    async def record(self, entries: Sequence[JournalEntry], patch: RunPatch | None) -> bool:
-        """``store.record(entries, patch)``, sharing a transaction with concurrent calls."""
-        if self._idle:
-            writer = self._idle.pop()
+    async def record(
+        self, entries: Sequence[JournalEntry], patch: RunPatch | None, alone: Alone[bool]
+    ) -> bool:
+        """``store.record(entries, patch)``; ``alone`` runs it on its own."""
+        if (patch is None and not entries) or (patch is not None and len(entries) > 1):
+            return await alone(False, None)  # a shape no batch takes
+        return await self._submit(_Call(alone, entries, patch))
+
+    async def create_run(
+        self, run: RunRecord, alone: Alone[tuple[RunRecord, bool]]
+    ) -> tuple[RunRecord, bool]:
+        """``store.create_run(run)`` (no journal); ``alone`` runs it on its own."""
+        return await self._submit(_Call(alone, run=run))
+
+    async def aclose(self) -> None:
+        """Close the leader's connection."""
+        conn = self._writer.drop()
+        if conn is not None:
             try:
-                # Our own call first, at once; others queue while it is in flight.
-                return await self._single(entries, patch, False, writer.lease)
+                with anyio.fail_after(_CLOSE_TIMEOUT):
+                    await conn.close()
+            except Exception:
+                conn.terminate()
+
+    def terminate(self) -> None:
+        """Drop the leader's connection without a goodbye (the store was never closed)."""
+        conn = self._writer.drop()
+        if conn is not None:
+            conn.terminate()
+
+    async def _submit(self, call: _Call[T]) -> T:
+        if not self._busy:
+            # Nothing in flight: run at once, alone; others queue meanwhile.
+            self._busy = True
+            writer = self._writer
+            try:
+                return await call.alone(False, writer.lease)
             except anyio.get_cancelled_exc_class():
                 # The statement may still be running on the connection: a new one.
                 conn = writer.drop()
@@ -156,11 +199,10 @@ class RecordBatcher:
                     conn.terminate()
                 raise
             finally:
-                with anyio.CancelScope(shield=True):
-                    await self._drain(writer)
-        if not entries or (patch is not None and len(entries) != 1):
-            return await self._single(entries, patch, False, None)  # a shape no batch takes
-        call = _Call(entries, patch)
+                if self._pending:
+                    with anyio.CancelScope(shield=True):
+                        await self._drain()
+                self._busy = False
         pending = self._pending
         if not pending or len(pending[-1].calls) >= MAX_BATCH:
             pending.append(_Batch())
@@ -169,87 +211,60 @@ class RecordBatcher:
         try:
             await batch.done.wait()
         except anyio.get_cancelled_exc_class():
-            if batch in self._pending:  # not sent yet: it must not commit
+            if batch in pending:  # not sent yet: it must not commit
                 batch.calls.remove(call)
             raise
         if call.rerun is not None:
-            return await self._single(entries, patch, call.rerun, None)
-        return call.result
+            return await call.alone(call.rerun, None)
+        return call.result  # type: ignore[return-value]  # set when rerun is None
 
-    async def aclose(self) -> None:
-        """Close the leaders' connections."""
-        for writer in self._writers:
-            conn = writer.drop()
-            if conn is not None:
-                try:
-                    with anyio.fail_after(_CLOSE_TIMEOUT):
-                        await conn.close()
-                except Exception:
-                    conn.terminate()
-
-    def terminate(self) -> None:
-        """Drop the leaders' connections without a goodbye (the store was never closed)."""
-        for writer in self._writers:
-            conn = writer.drop()
-            if conn is not None:
-                conn.terminate()
-
-    async def _drain(self, writer: _Writer) -> None:
-        """Send what queued while the leader's own call ran, until nothing is left."""
+    async def _drain(self) -> None:
+        """Send the queued batches until nothing is left."""
         try:
             while self._pending:
                 batch = self._pending.pop(0)
                 try:
-                    await self._send(batch.calls, writer)
+                    await self._send(batch.calls, self._writer)
                 finally:
                     batch.done.set()
         finally:
-            self._idle.append(writer)
-            if len(self._idle) == len(self._writers):
-                # Only reached with batches queued if something outside
-                # Exception escaped; never leave a caller waiting forever.
-                for batch in self._pending:
-                    for call in batch.calls:
-                        call.rerun = False
-                    batch.done.set()
-                self._pending.clear()
+            # Only reached with batches queued if something outside Exception
+            # escaped; never leave a caller waiting forever.
+            for batch in self._pending:
+                for call in batch.calls:
+                    call.rerun = False
+                batch.done.set()
+            self._pending.clear()
 
-    async def _send(self, calls: list[_Call], writer: _Writer) -> None:
-        if len(calls) <= 1:  # nothing to share: the caller runs it on its own
-            for call in calls:
-                call.rerun = False
-            return
-        # Two transactions at most: one statement upserting the entries of the
-        # calls without a patch (idempotent), and a pipeline for the guarded
-        # ones. Each call is atomic in its own group's transaction; the calls
-        # of a batch are concurrent, so any order among them is a valid one.
-        plain = [c for c in calls if c.patch is None]
-        guarded = [c for c in calls if c.patch is not None]
-        if plain:
-            entries = [e for c in plain for e in c.entries]
-            await self._attempt(
-                plain, writer, lambda conn: ops.upsert_many(conn, self._cx, entries)
-            )
-        if guarded:
-            # Concurrent batches take the runs' row locks in one order (a
-            # stable sort keeps each run's calls in the order they came), so
-            # two of them can never deadlock.
-            guarded.sort(key=_run_of)
-            pairs = [(c.entries[0], c.patch) for c in guarded if c.patch is not None]
+    async def _send(self, calls: list[_Call[Any]], writer: _Writer) -> None:
+        while calls:
+            now, calls = _split(calls)
+            await self._attempt(now, writer)
 
-            async def pipeline(conn: Connection) -> None:
-                results = await ops.record_many(conn, self._cx, pairs)
-                for call, result in zip(guarded, results, strict=True):
-                    call.result = result
+    async def _write(self, conn: Connection, calls: list[_Call[Any]]) -> None:
+        runs: list[RunRecord] = []
+        entries: list[JournalEntry] = []
+        guarded: list[tuple[JournalEntry | None, RunPatch]] = []
+        for call in calls:
+            if call.run is not None:
+                runs.append(call.run)
+            elif call.patch is None:
+                entries.extend(call.entries)
+            else:
+                guarded.append((call.entries[0] if call.entries else None, call.patch))
+        created, patched = await ops.write_batch(conn, self._cx, runs, entries, guarded)
+        for call in calls:
+            new, patch = call.run, call.patch
+            if new is not None:
+                if new.id in created:
+                    created.discard(new.id)  # the same id twice: the second one exists
+                    call.result = (new, True)
+                else:
+                    call.rerun = False  # it exists: its caller reads the stored record
+            else:
+                call.result = patch is None or patch.run_id in patched
 
-            await self._attempt(guarded, writer, pipeline)
-
-    async def _attempt(
-        self,
-        calls: list[_Call],
-        writer: _Writer,
-        send: Callable[[Connection], Awaitable[None]],
-    ) -> None:
+    async def _attempt(self, calls: list[_Call[Any]], writer: _Writer) -> None:
         """Send once; if that fails, mark ``calls`` to be re-run one by one."""
         self.batches += 1
         self.batched += len(calls)
@@ -260,7 +275,7 @@ class RecordBatcher:
             async with writer.lease() as conn:
                 sent = True
                 try:
-                    await send(conn)
+                    await self._write(conn, calls)
                 except Exception as exc:
                     if fault(asyncpg, exc) == "lost":
                         with suppress(asyncpg.InterfaceError):
@@ -274,5 +289,30 @@ class RecordBatcher:
                 call.rerun = uncertain
 
 
-def _run_of(call: _Call) -> str:
-    return call.patch.run_id if call.patch is not None else ""
+def _split(calls: list[_Call[Any]]) -> tuple[list[_Call[Any]], list[_Call[Any]]]:
+    """The calls one statement can carry, and the rest (for the next one).
+
+    One statement touches each row once: one patch per run, and a guarded
+    call's entry must not share its position with another entry.
+    """
+    now: list[_Call[Any]] = []
+    later: list[_Call[Any]] = []
+    patched: set[str] = set()
+    plain: set[tuple[str, int]] = set()
+    guarded: set[tuple[str, int]] = set()
+    for call in calls:
+        patch = call.patch
+        keys = [(e.run_id, e.position) for e in call.entries]
+        if patch is None:
+            if any(key in guarded for key in keys):
+                later.append(call)
+                continue
+            plain.update(keys)
+        else:
+            if patch.run_id in patched or any(k in plain or k in guarded for k in keys):
+                later.append(call)
+                continue
+            patched.add(patch.run_id)
+            guarded.update(keys)
+        now.append(call)
+    return now, later

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     #: A connection of its own (migrations, the listener) or one lent by the pool.
     Connection = _Connection[Any] | PoolConnectionProxy[Any]
 
-__all__ = ("Context", "patch_applied", "record_many", "record_one_args", "upsert_many")
+__all__ = ("Context", "patch_applied", "record_many", "record_one_args", "write_batch")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -63,23 +63,28 @@ def entry_values(entries: Sequence[JournalEntry]) -> dict[str, Any]:
     return {f"e_{c}": [getattr(entry, c) for entry in entries] for c in ENTRY_COLUMNS}
 
 
+def run_arrays(runs: Sequence[RunRecord]) -> dict[str, Any]:
+    """Placeholder values of run rows, one array per column (``r_*``)."""
+    return {f"r_{c}": [getattr(run, c) for run in runs] for c in RUN_COLUMNS}
+
+
 def run_values(run: RunRecord) -> dict[str, Any]:
     """Placeholder values of a run row (``r_*``)."""
     return {f"r_{c}": getattr(run, c) for c in RUN_COLUMNS}
 
 
-def record_one_args(cx: Context, entry: JournalEntry, patch: RunPatch) -> list[Any]:
-    """Positional arguments of the ``record_one`` statement."""
+def record_one_args(cx: Context, entry: JournalEntry | None, patch: RunPatch) -> list[Any]:
+    """Positional arguments of the ``record_one`` statement (no entry: the patch alone)."""
     return cx.q.sql["record_one"].args({**patch_values(patch), **cx.notify, **_entry_value(entry)})
 
 
-def _entry_value(entry: JournalEntry) -> dict[str, Any]:
-    """Placeholder values of one journal entry (``e_*``)."""
-    return {f"e_{c}": getattr(entry, c) for c in ENTRY_COLUMNS}
+def _entry_value(entry: JournalEntry | None) -> dict[str, Any]:
+    """Placeholder values of one journal entry (``e_*``); all ``NULL`` for none."""
+    return {f"e_{c}": getattr(entry, c, None) for c in ENTRY_COLUMNS}
 
 
 async def record_many(
-    conn: Connection, cx: Context, calls: Sequence[tuple[JournalEntry, RunPatch]]
+    conn: Connection, cx: Context, calls: Sequence[tuple[JournalEntry | None, RunPatch]]
 ) -> list[bool]:
     """Run ``record_one`` for each call, in order, in one implicit transaction.
 
@@ -94,14 +99,48 @@ async def record_many(
     return [bool(row[0]) for row in rows]
 
 
-async def upsert_many(conn: Connection, cx: Context, entries: Sequence[JournalEntry]) -> None:
-    """Upsert the entries of several ``record`` calls without a patch in one statement.
+async def write_batch(
+    conn: Connection,
+    cx: Context,
+    runs: Sequence[RunRecord],
+    entries: Sequence[JournalEntry],
+    guarded: Sequence[tuple[JournalEntry | None, RunPatch]],
+) -> tuple[set[str], set[str]]:
+    """Write a group commit's batch in one statement: the ids created and the ids patched.
 
-    Sorted by key, so concurrent batches lock journal rows in one order.
+    ``runs`` are inserted unless their id exists; ``entries`` upserted (never
+    over a completed one); each patch of ``guarded`` applied if its guard
+    holds, and its entry written only then. The caller guarantees at most one
+    patch per run and no two entries of one position among the guarded ones
+    and the rest.
     """
-    kept = sorted(_batch(entries), key=lambda e: (e.run_id, e.position))
-    st = cx.q.sql["upsert_entries"]
-    await conn.execute(st.sql, *st.args(entry_values(kept)))
+    kept = _batch(entries)
+    flags = [False] * len(kept)
+    for entry, _ in guarded:
+        if entry is not None:
+            kept.append(entry)
+            flags.append(True)
+    # Sorted, so concurrent batches lock journal rows in one order.
+    order = sorted(range(len(kept)), key=lambda i: (kept[i].run_id, kept[i].position))
+    values = entry_values([kept[i] for i in order])
+    if not runs and not guarded:
+        st = cx.q.sql["upsert_entries"]
+        await conn.execute(st.sql, *st.args(values))
+        return set(), set()
+    if guarded:
+        values["e_guarded"] = [flags[i] for i in order]
+        patches = [patch for _, patch in guarded]
+        for name in PATCH_FIELDS:
+            values[f"p_{name}"] = [getattr(patch, name) for patch in patches]
+        # unnest cannot yield an array per row: the statuses as one text each.
+        values["p_expect"] = [",".join(patch.expect) for patch in patches]
+        values.update(cx.notify)
+    if runs:
+        values.update(run_arrays(runs))
+    st = cx.q.write_batch[bool(runs), bool(guarded), bool(kept)]
+    row = await conn.fetchrow(st.sql, *st.args(values))
+    assert row is not None  # one row, always
+    return set(row[0]), set(row[1])
 
 
 def _batch(entries: Sequence[JournalEntry]) -> list[JournalEntry]:

@@ -63,7 +63,7 @@ _RUN_TYPES = _sql_types(RunRecord)
 _ENTRY_TYPES = _sql_types(JournalEntry)
 
 
-_PATCH_SET = """
+_PATCH_ASSIGN = """
     updated_at = $p_updated_at::float8,
     status = COALESCE($p_status::text, status),
     output = COALESCE($p_output::bytea, output),
@@ -82,8 +82,8 @@ _PATCH_SET = """
     wait_topics = CASE WHEN $p_clear_wait::bool THEN $p_wait_topics::text ELSE wait_topics END,
     owner = CASE WHEN $p_release::bool THEN NULL ELSE owner END,
     lease_until = CASE WHEN $p_release::bool THEN NULL ELSE lease_until END
-WHERE id = $p_run_id::text AND status = ANY($p_expect::text[])
 """
+_PATCH_SET = _PATCH_ASSIGN + "WHERE id = $p_run_id::text AND status = ANY($p_expect::text[])\n"
 # The patched run row, then a NOTIFY when the patch left a suspended run with a
 # deadline that nobody hosts: the timer services of other processes should look.
 _PATCH = f"p AS (UPDATE {{s}}.runs SET {_PATCH_SET} RETURNING {{run_cols}})"
@@ -95,6 +95,21 @@ _ENTRIES = "unnest({arrays}) AS u ({entry_cols})"
 _UPSERT_ENTRIES = (
     "INSERT INTO {s}.journal AS j ({entry_cols}) SELECT * FROM {source} "
     "ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} WHERE j.status <> 'completed'"
+)
+# Group commit (kitaru.storage._pg_batch): one statement writes a whole
+# batch. New runs, then the patches (unnest'ed; ``expect`` as comma-joined
+# text, since unnest cannot yield one array per row), then the journal
+# entries: a plain call's always, a guarded call's only if its patch applied.
+# The batcher sends at most one patch per run and no patch of a run created
+# in the same batch, so no row is touched twice.
+_PATCH_TYPES = {name: cast for name, cast in re.findall(r"\$p_(\w+)::(\w+)", _PATCH_SET)}
+_BATCH_ASSIGN = re.sub(r"\$(p_\w+)::\w+", r"u.\1", _PATCH_ASSIGN)
+_BATCH_PATCHES = (
+    "unnest("
+    + ", ".join(f"$p_{name}::{_PATCH_TYPES[name]}[]" for name in _PATCH_TYPES)
+    + ") AS u ("
+    + ", ".join(f"p_{name}" for name in _PATCH_TYPES)
+    + ")"
 )
 _CLAIMABLE = "(owner IS NULL OR owner = ANY($dead::text[]) OR lease_until < $now::float8)"
 
@@ -186,7 +201,7 @@ _TEMPLATES: dict[str, str] = {
         "WITH p AS (UPDATE {s}.runs SET " + _PATCH_SET + " RETURNING owner, wake_at, status), "
         f"{_NOTIFY_DUE}, "
         "e AS (INSERT INTO {s}.journal AS j ({entry_cols}) "
-        "SELECT {entry_values} WHERE EXISTS (SELECT 1 FROM p) "
+        "SELECT {entry_values} WHERE EXISTS (SELECT 1 FROM p) AND $e_run_id::text IS NOT NULL "
         "ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} WHERE j.status <> 'completed') "
         "SELECT EXISTS (SELECT 1 FROM p), (SELECT count(*) FROM n)"
     ),
@@ -270,6 +285,7 @@ class Queries:
         s = quote_ident(schema)
         sequence = "'" + f"{s}.message_ids".replace("'", "''") + "'"
         arrays = ", ".join(f"$e_{c}::{t}[]" for c, t in _ENTRY_TYPES.items())
+        run_arrays = ", ".join(f"$r_{c}::{t}[]" for c, t in _RUN_TYPES.items())
         parts = {
             "s": s,
             "sequence": sequence,
@@ -281,10 +297,26 @@ class Queries:
             "entry_set": ", ".join(f"{c} = excluded.{c}" for c in ENTRY_COLUMNS[2:]),
             "entry_values": ", ".join(f"$e_{c}::{t}" for c, t in _ENTRY_TYPES.items()),
             "entries": _ENTRIES.format(arrays=arrays, entry_cols=", ".join(ENTRY_COLUMNS)),
+            "runs": f"unnest({run_arrays}) AS v ({', '.join(RUN_COLUMNS)})",
+            "x_entry_cols": ", ".join(f"x.{c}" for c in ENTRY_COLUMNS),
+            "plain_entries": _ENTRIES.format(
+                arrays=arrays, entry_cols=", ".join(ENTRY_COLUMNS)
+            ).replace("AS u", "AS x"),
+            "guarded_entries": (
+                f"unnest({arrays}, $e_guarded::bool[]) AS x ({', '.join(ENTRY_COLUMNS)}, guarded)"
+            ),
             "message_cols": ", ".join(MESSAGE_COLUMNS),
         }
         self.sql = {name: _compile(t.format(**parts)) for name, t in _TEMPLATES.items()}
         flags = (False, True)
+        #: ``write_batch[(runs, patches, entries)]``: a batch with those parts.
+        self.write_batch = {
+            (a, b, c): _compile(_write_batch_template(a, b, c).format(**parts))
+            for a in flags
+            for b in flags
+            for c in flags
+            if a or b or c
+        }
         self.list_runs = {
             (a, b, c): _compile(_list_runs_template(a, b, c).format(**parts))
             for a in flags
@@ -317,4 +349,39 @@ def _list_runs_template(status: bool, flow: bool, before: bool) -> str:
         "SELECT {run_cols} FROM {s}.runs"
         + clause
         + (" ORDER BY created_at DESC, id DESC LIMIT $limit::int8")
+    )
+
+
+def _write_batch_template(runs: bool, patches: bool, entries: bool) -> str:
+    # Only the parts a batch has: every array parameter costs the client
+    # time to encode even when empty. Returns the ids of the runs created,
+    # the ids of the runs patched, and how many NOTIFYs were sent.
+    ctes = []
+    if runs:
+        ctes.append(
+            "r AS (INSERT INTO {s}.runs ({run_cols}) SELECT * FROM {runs} "
+            "ON CONFLICT (id) DO NOTHING RETURNING id)"
+        )
+    if patches:
+        ctes.append(
+            "p AS (UPDATE {s}.runs SET " + _BATCH_ASSIGN + " FROM " + _BATCH_PATCHES + " "
+            "WHERE id = u.p_run_id AND status = ANY(string_to_array(u.p_expect, ',')) "
+            "RETURNING id, owner, wake_at, status)"
+        )
+        ctes.append(_NOTIFY_DUE)
+    if entries:
+        source = "{guarded_entries} WHERE NOT x.guarded OR x.run_id IN (SELECT id FROM p)"
+        ctes.append(
+            "e AS (INSERT INTO {s}.journal AS j ({entry_cols}) SELECT {x_entry_cols} FROM "
+            + (source if patches else "{plain_entries}")
+            + " ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} "
+            "WHERE j.status <> 'completed')"
+        )
+    return (
+        "WITH "
+        + ", ".join(ctes)
+        + " SELECT "
+        + ("ARRAY(SELECT id FROM r)" if runs else "'{{}}'::text[]")
+        + ", "
+        + ("ARRAY(SELECT id FROM p), (SELECT count(*) FROM n)" if patches else "'{{}}'::text[], 0")
     )

@@ -101,7 +101,7 @@ from kitaru._errors import ConfigurationError, StorageError
 
 from . import _pg_ops as ops
 from ._migrations.postgres import migrate
-from ._pg_batch import Lease, RecordBatcher
+from ._pg_batch import Lease, WriteBatcher
 from ._pg_faults import Attempt, advice, fault, is_driver_error
 from ._pg_listen import Listener
 from ._pg_sql import queries
@@ -128,9 +128,6 @@ _WARN_EVERY = 5.0
 _CLOSE_TIMEOUT = 10.0
 #: Concurrent checkpoint writes share transactions (see kitaru.storage._pg_batch).
 GROUP_COMMIT = True
-#: Batches in flight at once: two let the client prepare one while the server
-#: commits the other; more split the queue into smaller, costlier batches.
-_BATCH_LEADERS = 2
 
 
 def _driver() -> Any:
@@ -185,18 +182,13 @@ class PostgresStore:
             self._describe,
             enabled=settings.listen,
         )
-        self._batcher = (
-            RecordBatcher(
-                self._open_pool,
-                self._cx,
-                self._record_alone,
-                _driver(),
-                self._connect_writer,
-                max_leaders=min(_BATCH_LEADERS, settings.pool_max),
-            )
-            if GROUP_COMMIT
-            else None
-        )
+        # Group commit (kitaru.storage._pg_batch): checkpoints and run
+        # completions share transactions, and so do new runs.
+        self._records: WriteBatcher | None = None
+        self._starts: WriteBatcher | None = None
+        if GROUP_COMMIT:
+            self._records = WriteBatcher(self._open_pool, self._cx, _driver(), self._connect_writer)
+            self._starts = WriteBatcher(self._open_pool, self._cx, _driver(), self._connect_writer)
         #: Bumped by this store's own writes; change_token() adds the listener's count.
         self._version = 0
         self._warned = 0.0
@@ -214,8 +206,9 @@ class PostgresStore:
             )
             # Drop the sockets, or asyncpg's own connections would warn as well.
             self._listener.terminate()
-            if self._batcher is not None:
-                self._batcher.terminate()
+            for batcher in (self._records, self._starts):
+                if batcher is not None:
+                    batcher.terminate()
             pool = self._pool
             if pool is not None:
                 pool.terminate()
@@ -279,8 +272,9 @@ class PostgresStore:
             return
         with anyio.CancelScope(shield=True):
             await self._listener.aclose()
-            if self._batcher is not None:
-                await self._batcher.aclose()
+            for batcher in (self._records, self._starts):
+                if batcher is not None:
+                    await batcher.aclose()
             pool, self._pool = self._pool, None
             if pool is not None:
                 await _close_pool(pool)
@@ -417,8 +411,28 @@ class PostgresStore:
 
         Returns the stored record and whether this call created it.
         """
+        if journal or self._starts is None:
+            return await self._create_alone(run, journal, False, None)
+        try:
+            return await self._starts.create_run(
+                run, lambda uncertain, lease: self._create_alone(run, (), uncertain, lease)
+            )
+        finally:
+            self._version += 1
+
+    async def _create_alone(
+        self,
+        run: RunRecord,
+        journal: Sequence[JournalEntry],
+        uncertain: bool,
+        lease: Lease | None,
+    ) -> tuple[RunRecord, bool]:
+        """``create_run`` in a transaction of its own (arguments as for ``_record_alone``)."""
         return await self._write(
-            "create a run", lambda c, u: ops.create_run(c, self._cx, run, journal, u)
+            "create a run",
+            lambda c, u: ops.create_run(c, self._cx, run, journal, u),
+            uncertain=uncertain,
+            lease=lease,
         )
 
     async def record(self, entries: Sequence[JournalEntry], patch: RunPatch | None = None) -> bool:
@@ -430,10 +444,14 @@ class PostgresStore:
         Raises:
             StorageError: an entry belongs to a run that does not exist.
         """
-        if self._batcher is None:
+        if self._records is None:
             return await self._record_alone(entries, patch, False, None)
         try:
-            return await self._batcher.record(entries, patch)
+            return await self._records.record(
+                entries,
+                patch,
+                lambda uncertain, lease: self._record_alone(entries, patch, uncertain, lease),
+            )
         finally:
             self._version += 1
 

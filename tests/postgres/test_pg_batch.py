@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from kitaru import StorageError
-from kitaru.storage._pg_batch import RecordBatcher, _Call
+from kitaru.storage._pg_batch import Lease, WriteBatcher, _Call
 from kitaru.storage.base import JournalEntry, RunPatch, RunRecord
 from kitaru.storage.postgres import PostgresStore
 from tests.postgres._proxy import TcpProxy, via
@@ -43,9 +43,9 @@ async def record_all(
     return results
 
 
-def batcher(store: PostgresStore) -> RecordBatcher:
-    assert store._batcher is not None
-    return store._batcher
+def batcher(store: PostgresStore) -> WriteBatcher:
+    assert store._records is not None
+    return store._records
 
 
 async def test_concurrent_records_share_transactions(postgres_url: str) -> None:
@@ -127,9 +127,13 @@ async def test_lost_answer_to_a_batch_applies_nothing_twice(
             await store.create_run(run(run_id))
         group = batcher(store)
 
-        def calls(run_ids: list[str]) -> list[_Call]:
+        async def unused(uncertain: bool, lease: Lease | None) -> bool:
+            raise AssertionError("the test runs the calls itself")
+
+        def calls(run_ids: list[str]) -> list[_Call[bool]]:
             return [
                 _Call(
+                    unused,
                     [entry(run_id, 0)],
                     RunPatch(
                         run_id, T0 + 1, status="waiting", add_input_tokens=5, expect=("running",)
@@ -138,7 +142,7 @@ async def test_lost_answer_to_a_batch_applies_nothing_twice(
                 for run_id in run_ids
             ]
 
-        writer = group._writers[0]
+        writer = group._writer
         await group._send(calls(["warm1", "warm2"]), writer)  # prepares the statement
         assert writer.conn is not None
         proxy.cut_next_response()
