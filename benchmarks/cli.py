@@ -249,10 +249,10 @@ def measure(reps: int = 5, *, rebuild: bool = False) -> list[dict[str, Any]]:
     sizes = [0] * len(commands)
     for rep in range(reps + 1):  # round 0 warms the disk cache and bytecode up
         for i, (_, command, _) in enumerate(commands):
-            elapsed, used, sizes[i] = _once(command, folder, env)
+            elapsed, cpu_s, sizes[i] = _once(command, folder, env)
             if rep:
                 samples[i].append(elapsed)
-                cpu[i].append(used)
+                cpu[i].append(cpu_s)
     floor = statistics.median(samples[0])
     rows = []
     for (label, _, target), taken, used, size in zip(commands, samples, cpu, sizes, strict=True):

@@ -15,6 +15,7 @@ if refused, after running again; see :mod:`kitaru.storage.postgres`.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -76,6 +77,9 @@ def run_values(run: RunRecord) -> dict[str, Any]:
 def record_one_args(cx: Context, entry: JournalEntry | None, patch: RunPatch) -> list[Any]:
     """Positional arguments of the ``record_one`` statement (no entry: the patch alone)."""
     return cx.q.sql["record_one"].args({**patch_values(patch), **cx.notify, **_entry_value(entry)})
+
+
+_entry_fields = operator.attrgetter(*ENTRY_COLUMNS)
 
 
 def _entry_value(entry: JournalEntry | None) -> dict[str, Any]:
@@ -542,8 +546,10 @@ async def post(conn: Connection, cx: Context, message: Message, nonce: str) -> t
 
 async def _write_entries(conn: Connection, cx: Context, entries: Sequence[JournalEntry]) -> None:
     if len(entries) == 1:
+        # The statement's parameters are the entry's fields in order (checked
+        # when it is compiled): no dict of names on the hot path.
         st = cx.q.sql["upsert_entry"]
-        args = st.args(_entry_value(entries[0]))
+        args: Sequence[Any] = _entry_fields(entries[0])
     else:
         st = cx.q.sql["upsert_entries"]
         args = st.args(entry_values(entries))

@@ -308,6 +308,8 @@ class Queries:
             "message_cols": ", ".join(MESSAGE_COLUMNS),
         }
         self.sql = {name: _compile(t.format(**parts)) for name, t in _TEMPLATES.items()}
+        # _pg_ops passes an entry's fields positionally to this one.
+        assert self.sql["upsert_entry"].names == tuple(f"e_{c}" for c in ENTRY_COLUMNS)
         flags = (False, True)
         #: ``write_batch[(runs, patches, entries)]``: a batch with those parts.
         self.write_batch = {
