@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     #: A connection of its own (migrations, the listener) or one lent by the pool.
     Connection = _Connection[Any] | PoolConnectionProxy[Any]
 
-__all__ = ("Context", "patch_applied", "record_many", "record_one_args", "write_batch")
+__all__ = ("Context", "patch_applied", "write_batch")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -74,33 +74,12 @@ def run_values(run: RunRecord) -> dict[str, Any]:
     return {f"r_{c}": getattr(run, c) for c in RUN_COLUMNS}
 
 
-def record_one_args(cx: Context, entry: JournalEntry | None, patch: RunPatch) -> list[Any]:
-    """Positional arguments of the ``record_one`` statement (no entry: the patch alone)."""
-    return cx.q.sql["record_one"].args({**patch_values(patch), **cx.notify, **_entry_value(entry)})
-
-
 _entry_fields = operator.attrgetter(*ENTRY_COLUMNS)
 
 
-def _entry_value(entry: JournalEntry | None) -> dict[str, Any]:
-    """Placeholder values of one journal entry (``e_*``); all ``NULL`` for none."""
-    return {f"e_{c}": getattr(entry, c, None) for c in ENTRY_COLUMNS}
-
-
-async def record_many(
-    conn: Connection, cx: Context, calls: Sequence[tuple[JournalEntry | None, RunPatch]]
-) -> list[bool]:
-    """Run ``record_one`` for each call, in order, in one implicit transaction.
-
-    One round trip: the statements are pipelined and committed together, so
-    a later call sees the effects of the earlier ones. If any of them fails
-    nothing is committed, and the error propagates.
-    """
-    st = cx.q.sql["record_one"]
-    rows = await conn.fetchmany(st.sql, [record_one_args(cx, e, p) for e, p in calls])
-    if len(rows) != len(calls):  # pragma: no cover - each statement returns one row
-        raise StorageError(f"expected {len(calls)} results from a batch, got {len(rows)}")
-    return [bool(row[0]) for row in rows]
+def _entry_value(entry: JournalEntry) -> dict[str, Any]:
+    """Placeholder values of one journal entry (``e_*``)."""
+    return {f"e_{c}": getattr(entry, c) for c in ENTRY_COLUMNS}
 
 
 async def write_batch(

@@ -100,8 +100,10 @@ _UPSERT_ENTRIES = (
 # batch. New runs, then the patches (unnest'ed; ``expect`` as comma-joined
 # text, since unnest cannot yield one array per row), then the journal
 # entries: a plain call's always, a guarded call's only if its patch applied.
-# The batcher sends at most one patch per run and no patch of a run created
-# in the same batch, so no row is touched twice.
+# The batcher sends at most one patch per run and one entry per position, so
+# no row is touched twice. A patch does not see a run inserted by the same
+# statement: it acts as if it came first, an order its concurrent callers
+# could have had.
 _PATCH_TYPES = {name: cast for name, cast in re.findall(r"\$p_(\w+)::(\w+)", _PATCH_SET)}
 _BATCH_ASSIGN = re.sub(r"\$(p_\w+)::\w+", r"u.\1", _PATCH_ASSIGN)
 _BATCH_PATCHES = (
@@ -201,7 +203,7 @@ _TEMPLATES: dict[str, str] = {
         "WITH p AS (UPDATE {s}.runs SET " + _PATCH_SET + " RETURNING owner, wake_at, status), "
         f"{_NOTIFY_DUE}, "
         "e AS (INSERT INTO {s}.journal AS j ({entry_cols}) "
-        "SELECT {entry_values} WHERE EXISTS (SELECT 1 FROM p) AND $e_run_id::text IS NOT NULL "
+        "SELECT {entry_values} WHERE EXISTS (SELECT 1 FROM p) "
         "ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} WHERE j.status <> 'completed') "
         "SELECT EXISTS (SELECT 1 FROM p), (SELECT count(*) FROM n)"
     ),
@@ -311,13 +313,14 @@ class Queries:
         # _pg_ops passes an entry's fields positionally to this one.
         assert self.sql["upsert_entry"].names == tuple(f"e_{c}" for c in ENTRY_COLUMNS)
         flags = (False, True)
-        #: ``write_batch[(runs, patches, entries)]``: a batch with those parts.
+        #: ``write_batch[(runs, patches, entries)]``: a batch with those parts
+        #: (entries alone are ``upsert_entries``).
         self.write_batch = {
             (a, b, c): _compile(_write_batch_template(a, b, c).format(**parts))
             for a in flags
             for b in flags
             for c in flags
-            if a or b or c
+            if a or b
         }
         self.list_runs = {
             (a, b, c): _compile(_list_runs_template(a, b, c).format(**parts))

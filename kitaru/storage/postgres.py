@@ -19,14 +19,15 @@ How it works
   one round trip; only ``consume`` needs an explicit three-statement
   transaction. Guarded writes (``RunPatch.expect``) put the status test in the
   ``UPDATE``'s ``WHERE``, so they are atomic without explicit locks.
-- **Group commit.** Concurrent ``record`` calls (what checkpoints write)
-  share transactions: the first caller runs its own call at once, and the
-  calls that arrive meanwhile go out together when it is done, in one
-  statement or one pipelined transaction, each caller getting its own result
+- **Group commit.** Concurrent ``record`` calls (checkpoints, run
+  completions) share transactions, and so do concurrent ``create_run`` calls
+  without a journal: a call that finds nothing in flight runs at once, and
+  the calls that arrive meanwhile go out together when it is done, as one
+  statement, each caller getting its own result
   (:mod:`kitaru.storage._pg_batch`; ``GROUP_COMMIT = False`` switches it off).
-  Up to two such leaders work at once, each on a connection of its own
-  outside the pool (a checkout costs the client more than the statement), so
-  a store opens at most ``pool_max`` + 2 connections besides the listener's.
+  Each of the two batchers leads on a connection of its own outside the pool
+  (a checkout costs the client more than the statement), so a store opens at
+  most ``pool_max`` + 2 connections besides the listener's.
 - **Claiming.** ``claim`` is one guarded ``UPDATE ... RETURNING``.
   ``due`` and ``orphans`` select ``FOR UPDATE SKIP LOCKED``, so a worker never
   waits for rows another worker is claiming; :meth:`PostgresStore.claim_due`
