@@ -89,6 +89,8 @@ class Runtime:
         self.clock: Clock = clock or SystemClock()
         #: Set to make the timer service look at the store's deadlines again.
         self.timer_kick = anyio.Event()
+        #: Set to make the lease service sweep for runs nobody hosts at once.
+        self.sweep_kick = anyio.Event()
         #: Runs being claimed for a wake-up right now: one waker at a time, so
         #: a stale read can never start a second activation of a run.
         self._waking: set[str] = set()
@@ -98,6 +100,8 @@ class Runtime:
         #: Runs whose message arrived while another owner held their lease:
         #: run id -> topic, looked at again by the sweep (see retry_stalled).
         self._stalled: dict[str, str] = {}
+        #: Runs the supervisor gave up on while they are still leased to us.
+        self._given_up: set[str] = set()
         #: Tells live views (the HTTP API's events) that a run changed here.
         self.events = EventBus()
 
@@ -188,10 +192,7 @@ class Runtime:
 
     # -- flows -------------------------------------------------------------
     def _register(self, flow: Flow[Any, Any]) -> bool:
-        if not isinstance(flow, Flow):
-            raise TypeError(
-                f"expected a @flow-decorated function, got {flow!r}; decorate it with @kitaru.flow"
-            )
+        _check_flow(flow)
         known = self._flows.get(flow.name)
         if known is None:
             self._flows[flow.name] = flow
@@ -206,9 +207,11 @@ class Runtime:
     async def recover(self, limit: int = 1000) -> int:
         """Resume runs of known flows whose owner is gone; returns how many.
 
-        At most ``limit`` runs are claimed per call, in random order, so
-        workers sweeping at the same moment share a burst of new runs instead
-        of the first one taking them all.
+        At most ``limit`` runs are claimed per call. A store that can claim
+        them in one statement (PostgreSQL, skipping rows other workers are
+        claiming) does; otherwise they are claimed in random order, several
+        at a time, so workers sweeping at the same moment share a burst of
+        new runs instead of the first one taking them all.
         """
         if not self._flows:
             return 0
@@ -218,28 +221,43 @@ class Runtime:
             # Their runs become free for everyone: suspended ones then wake on
             # messages and deadlines like any evicted run.
             await store.release(owner)
-        # Our own id too: a run we gave up on (store outage) is resumed here.
-        dead.append(self.owner)
         now = self.clock.now()
-        ids = await store.orphans(list(self._flows), now=now, dead_owners=dead)
-        random.shuffle(ids)
-        ids = [run_id for run_id in ids if run_id not in self._directory.live][:limit]
+        lease_until = now + self.config.lease_seconds
+        flows = list(self._flows)
         resumed = 0
 
-        async def claim(run_id: str) -> None:
+        def host(record: RunRecord | None) -> None:
             nonlocal resumed
-            async with limiter:
-                record = await store.claim(
-                    run_id,
-                    self.owner,
-                    now=now,
-                    lease_until=now + self.config.lease_seconds,
-                    dead_owners=dead,
-                )
             if record is not None and record.id not in self._directory.live:
-                log.info("resuming run %s of flow %s", run_id, record.flow)
+                log.info("resuming run %s of flow %s", record.id, record.flow)
                 self._activate(record)
                 resumed += 1
+
+        # Runs given up on after store failures are still leased to us.
+        for run_id in list(self._given_up):
+            record = await store.claim(
+                run_id, self.owner, now=now, lease_until=lease_until, dead_owners=[self.owner]
+            )
+            self._given_up.discard(run_id)
+            host(record)
+        claim_orphans = getattr(store, "claim_orphans", None)
+        if claim_orphans is not None:
+            claimed: list[RunRecord] = await claim_orphans(
+                flows, self.owner, now=now, lease_until=lease_until, dead_owners=dead, limit=limit
+            )
+            for record in claimed:
+                host(record)
+            return resumed
+        ids = await store.orphans(flows, now=now, dead_owners=dead)
+        random.shuffle(ids)
+        ids = [run_id for run_id in ids if run_id not in self._directory.live][:limit]
+
+        async def claim(run_id: str) -> None:
+            async with limiter:
+                record = await store.claim(
+                    run_id, self.owner, now=now, lease_until=lease_until, dead_owners=dead
+                )
+            host(record)
 
         # Claims are independent round trips: several in flight at once, so a
         # burst of new or orphaned runs starts in a fraction of the serial time.
@@ -248,6 +266,10 @@ class Runtime:
             for run_id in ids:
                 tg.start_soon(claim, run_id)
         return resumed
+
+    def gave_up(self, run_id: str) -> None:
+        """The supervisor stopped restarting ``run_id`` (store failures): resume it later."""
+        self._given_up.add(run_id)
 
     def _activate(
         self,
@@ -282,6 +304,13 @@ class Runtime:
             lease_until=now + self.config.lease_seconds,
             dead_owners=dead,
         )
+
+    async def _announce_runnable(self) -> None:
+        """A run was left for any host of its flow: tell the workers to sweep now."""
+        announce = getattr(self.store, "announce_runnable", None)
+        if announce is not None:
+            await announce()  # other processes (PostgreSQL NOTIFY)
+        self.sweep_kick.set()  # this one, in case it hosts the flow
 
     def host_claimed(self, record: RunRecord) -> None:
         """Host a run this runtime has just leased (``store.claim_due``), or poke it if live."""
@@ -373,6 +402,33 @@ class Runtime:
         """
         return await self._start(flow, args, kwargs, run_id=run_id, budget=budget)
 
+    async def submit(
+        self,
+        flow: Flow[Any, Any],
+        /,
+        *args: Any,
+        run_id: str | None = None,
+        budget: BudgetLike | None = None,
+        **kwargs: Any,
+    ) -> RunHandle:
+        """Create a run of ``flow`` for a worker to execute; return its handle.
+
+        Like :meth:`start`, but the run is stored with no owner and is not
+        executed here (unless this runtime hosts ``flow`` too): any runtime
+        hosting the flow (``kitaru worker``, ``kitaru.runtime(flows=[...])``)
+        takes it. On PostgreSQL the workers are notified at once; otherwise
+        they find it in their next sweep (every second). This is how an API
+        service hands work to a pool of workers; ``await handle.result()``
+        still waits for the outcome, reading it from the store.
+
+        Submitting with a ``run_id`` that exists returns that run and changes nothing.
+
+        Raises:
+            TypeError: the arguments do not fit the flow's signature (nothing is stored).
+            kitaru.SerializationError: an argument cannot be stored as its annotation.
+        """
+        return await self._start(flow, args, kwargs, run_id=run_id, budget=budget, host=False)
+
     async def _start(
         self,
         flow: Flow[Any, Any],
@@ -382,10 +438,15 @@ class Runtime:
         run_id: str | None = None,
         parent: str | None = None,
         budget: BudgetLike | None = None,
+        host: bool = True,
     ) -> RunHandle:
         self._check_open()
-        own_budget = as_budget(budget, "rt.start(budget=...)")
-        newly_known = self._register(flow)
+        own_budget = as_budget(budget, f"rt.{'start' if host else 'submit'}(budget=...)")
+        if host:
+            newly_known = self._register(flow)
+        else:
+            _check_flow(flow)
+            newly_known = False
         data = flow.encode_input(args, kwargs)
         now = self.clock.now()
         record = RunRecord(
@@ -395,21 +456,24 @@ class Runtime:
             created_at=now,
             updated_at=now,
             input=data,
-            owner=self.owner,
-            lease_until=now + self.config.lease_seconds,
+            owner=self.owner if host else None,
+            lease_until=now + self.config.lease_seconds if host else None,
             parent_id=parent,
             budget=None if own_budget is None else own_budget.to_json(),
         )
         stored, created = await self.store.create_run(record)
         if created:
             self.events.touch(stored.id)
-            self._activate(stored, (args, kwargs))
+            if host:
+                self._activate(stored, (args, kwargs))
+            else:
+                await self._announce_runnable()
         elif stored.flow != flow.name:
             raise ConfigurationError(
                 f"run id {stored.id!r} already belongs to flow {stored.flow!r}, not "
                 f"{flow.name!r}; choose another run id"
             )
-        else:
+        elif host:
             await self._resume(stored)
         if newly_known:
             await self.recover()
@@ -660,6 +724,8 @@ class Runtime:
         )
         if hosted:
             self._activate(stored)
+        else:
+            await self._announce_runnable()
         return RunHandle._make(new_id, self)
 
     async def retry(self, run_id: str) -> RunHandle:
@@ -697,8 +763,8 @@ class Runtime:
         self.supervisor.recent.pop(run_id, None)
         log.info("retrying run %s (%d failed calls run again)", run_id, len(marked))
         updated = await self.store.get_run(run_id)
-        if updated is not None:
-            await self._resume(updated)
+        if updated is not None and not await self._resume(updated):
+            await self._announce_runnable()
         return RunHandle._make(run_id, self)
 
     async def cancel(self, run_id: str) -> bool:
@@ -762,3 +828,10 @@ _STALLED_MAX = 100_000
 #: Bound on remembered local message ids (beyond it, the wake service merely
 #: pokes some runs twice, which is harmless).
 _POSTED_MAX = 100_000
+
+
+def _check_flow(flow: object) -> None:
+    if not isinstance(flow, Flow):
+        raise TypeError(
+            f"expected a @flow-decorated function, got {flow!r}; decorate it with @kitaru.flow"
+        )

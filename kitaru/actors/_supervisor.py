@@ -133,13 +133,14 @@ class Supervisor:
                 if len(restarts) >= self._max_restarts:
                     log.error(
                         "run %s: giving up after %d restarts in %.0f s; last error: %s. "
-                        "Its lease will lapse and the run is resumed once the store "
-                        "works again (or by another worker).",
+                        "It is resumed by the next sweep that finds the store working "
+                        "(here, or by another worker once its lease lapses).",
                         actor.run_id,
                         len(restarts),
                         self._window,
                         outcome.error,
                     )
+                    self._runtime.gave_up(actor.run_id)
                     outcome = None
                     break
                 restarts.append(now)

@@ -59,7 +59,9 @@ async def lease_service(runtime: Runtime) -> None:
     sweep_every = min(_SWEEP, renew_every)
     renewed = anyio.current_time()
     while True:
-        await anyio.sleep(sweep_every)
+        runtime.sweep_kick = kick = anyio.Event()
+        with anyio.move_on_after(sweep_every):
+            await kick.wait()  # a run was left for workers: sweep now
         try:
             if anyio.current_time() - renewed >= renew_every - sweep_every / 2:
                 await runtime.store.renew_leases(
@@ -154,6 +156,8 @@ async def _listen(
     """The wake service of a store that signals other processes' commits."""
     deadline_token: Callable[[], int] | None = getattr(runtime.store, "deadline_token", None)
     seen_deadlines = deadline_token() if deadline_token is not None else 0
+    runnable_token: Callable[[], int] | None = getattr(runtime.store, "runnable_token", None)
+    seen_runnable = runnable_token() if runnable_token is not None else 0
     signal = 0
     last_id = 0
     fetch = True  # once at the start: messages may predate this runtime
@@ -173,6 +177,10 @@ async def _listen(
             # Another process handed a deadline over: the timer service should look.
             seen_deadlines = deadline_token()
             runtime.timer_kick.set()
+        if runnable_token is not None and runnable_token() != seen_runnable:
+            # Another process left a run for workers: the lease service sweeps now.
+            seen_runnable = runnable_token()
+            runtime.sweep_kick.set()
 
 
 async def _deliver(runtime: Runtime, last_id: int) -> int:

@@ -1,16 +1,18 @@
-"""The PostgreSQL store's wake-up signal: one LISTEN connection and two counters.
+"""The PostgreSQL store's wake-up signal: one LISTEN connection and a few counters.
 
 Writers that make work for other processes send ``pg_notify`` in the same
 transaction (PostgreSQL delivers it only if that transaction commits): ``m`` when
 a message was posted, ``d`` when a suspended run with a deadline lost its
-host. The payload ends with the sending store's origin id, so a store ignores
-its own notifications (its runtime already knows).
+host, ``r`` when a run was left for any worker (``rt.submit``, a replay or
+retry of a flow the sender does not host). The payload ends with the sending
+store's origin id, so a store ignores its own notifications (its runtime
+already knows).
 
 asyncpg delivers notifications and connection loss as plain callbacks on the
 event loop, so this needs no task of its own: the callbacks bump counters and
 set an event, and whoever waits (the runtime's wake service) reconnects a lost
 listener, with exponential backoff, from its own task. After every
-(re)connection both counters move, because notifications sent while nobody
+(re)connection all counters move, because notifications sent while nobody
 listened are gone.
 """
 
@@ -70,6 +72,8 @@ class Listener:
         self.signals = 0
         #: Moves when another process handed a deadline over (and on reconnection).
         self.deadlines = 0
+        #: Moves when another process left a run for any worker (and on reconnection).
+        self.runnables = 0
         #: How many times the connection was (re)established.
         self.connects = 0
         self._conn: Connection | None = None
@@ -157,7 +161,7 @@ class Listener:
     def _notified(self, conn: object, pid: int, channel: str, payload: object) -> None:
         kind, _, origin = str(payload).partition(":")
         if origin != self._origin:
-            self._bump(deadline=kind == "d")
+            self._bump(kind)
 
     def _terminated(self, conn: object) -> None:
         if conn is not self._conn:
@@ -166,12 +170,15 @@ class Listener:
         self._next_attempt = 0.0  # first attempt at once, then back off
         if not self._closed:
             log.warning("%s: the LISTEN connection was closed; reconnecting", self._where)
-        self._bump(deadline=True)  # wake the waiter so it reconnects
+        self._bump("*")  # wake the waiter so it reconnects
 
-    def _bump(self, *, deadline: bool) -> None:
+    def _bump(self, kind: str) -> None:
+        """Count a notification of ``kind`` (``"*"``: any kind may have been missed)."""
         self.signals += 1
-        if deadline:
+        if kind in ("d", "*"):
             self.deadlines += 1
+        if kind in ("r", "*"):
+            self.runnables += 1
         self._event.set()
 
     # -- plumbing ---------------------------------------------------------------------
@@ -204,7 +211,7 @@ class Listener:
         self._conn = conn
         self._delay = _FIRST_DELAY
         self._checked = time.monotonic()
-        self._bump(deadline=True)  # anything sent while nobody listened is lost
+        self._bump("*")  # anything sent while nobody listened is lost
         return True
 
     async def _check(self) -> None:

@@ -460,6 +460,42 @@ async def claim_due(
     return runs
 
 
+async def announce(conn: Connection, cx: Context) -> None:
+    """NOTIFY the other stores that a run waits for any worker."""
+    await conn.execute(
+        "SELECT pg_notify($1::text, $2::text)", cx.notify["channel"], cx.notify["runnable_payload"]
+    )
+
+
+async def claim_orphans(
+    conn: Connection,
+    cx: Context,
+    flows: Sequence[str],
+    owner: str,
+    now: float,
+    lease_until: float,
+    dead: Sequence[str],
+    limit: int,
+    uncertain: bool,
+) -> list[RunRecord]:
+    """Claim up to ``limit`` running runs of ``flows`` that nobody live hosts, oldest first."""
+    if not flows:
+        return []
+    st = cx.q.sql["claim_orphans"]
+    values = {
+        "flows": list(flows),
+        "dead": list(dead),
+        "now": now,
+        "own": uncertain,
+        "owner": owner,
+        "limit": limit,
+        "lease_until": lease_until,
+    }
+    runs = [RunRecord(*row) for row in await conn.fetch(st.sql, *st.args(values))]
+    runs.sort(key=lambda r: (r.created_at, r.id))
+    return runs
+
+
 async def renew_leases(conn: Connection, cx: Context, owner: str, lease_until: float) -> int:
     """Extend every lease of ``owner``; how many."""
     st = cx.q.sql["renew_leases"]

@@ -151,6 +151,18 @@ _TEMPLATES: dict[str, str] = {
         "UPDATE {s}.runs AS r SET owner = $owner::text, lease_until = $lease_until::float8 "
         "FROM c WHERE r.id = c.id RETURNING {r_run_cols}"
     ),
+    # claim_due's twin for running runs nobody hosts (new, submitted, or a dead
+    # worker's): pick them oldest first, skipping rows another worker is
+    # claiming right now, and lease them, in one statement.
+    "claim_orphans": (
+        "WITH c AS (SELECT id FROM {s}.runs WHERE status = 'running' "
+        "AND flow = ANY($flows::text[]) "
+        "AND (owner IS NULL OR owner = ANY($dead::text[]) OR lease_until < $now::float8 "
+        "OR ($own::bool AND owner = $owner::text)) "
+        "ORDER BY created_at, id LIMIT $limit::int8 FOR UPDATE SKIP LOCKED) "
+        "UPDATE {s}.runs AS r SET owner = $owner::text, lease_until = $lease_until::float8 "
+        "FROM c WHERE r.id = c.id RETURNING {r_run_cols}"
+    ),
     "next_wake": (
         "SELECT min(wake_at) FROM {s}.runs WHERE wake_at IS NOT NULL "
         "AND status IN ('waiting', 'sleeping') AND flow = ANY($flows::text[]) "

@@ -31,7 +31,8 @@ How it works
 - **Claiming.** ``claim`` is one guarded ``UPDATE ... RETURNING``.
   ``due`` and ``orphans`` select ``FOR UPDATE SKIP LOCKED``, so a worker never
   waits for rows another worker is claiming; :meth:`PostgresStore.claim_due`
-  selects and claims due runs in one statement.
+  and :meth:`PostgresStore.claim_orphans` select and claim due runs and runs
+  nobody hosts in one statement.
 - **Wake-ups.** ``post`` (and a write that leaves a suspended run with a
   deadline unhosted) sends ``pg_notify`` in its own transaction. One dedicated
   connection per store LISTENs and bumps a counter, so ``change_token()`` costs
@@ -63,8 +64,9 @@ failover) or lost on the network never loses or duplicates a write:
   * ``create_run`` finding exactly the record it tried to insert, and
     ``post`` finding the message that carries its per-call nonce, report
     "created";
-  * ``claim_due`` also takes back runs already leased to the caller, so runs
-    claimed by a lost first attempt are returned, not stranded.
+  * ``claim_due`` and ``claim_orphans`` also take back runs already leased
+    to the caller, so runs claimed by a lost first attempt are returned, not
+    stranded.
 
 - The first retry is immediate, later ones back off exponentially (50 ms up
   to 2 s), for at most ``retry_for`` seconds (default 30), after which the
@@ -172,6 +174,7 @@ class PostgresStore:
                 "channel": settings.channel,
                 "due_payload": f"d:{self._origin}",
                 "message_payload": f"m:{self._origin}",
+                "runnable_payload": f"r:{self._origin}",
             },
             post_lock=lock_key(settings.schema, "post"),
         )
@@ -298,6 +301,17 @@ class PostgresStore:
     def deadline_token(self) -> int:
         """A number that moves when another process handed over a suspended run's deadline."""
         return self._listener.deadlines
+
+    def runnable_token(self) -> int:
+        """A number that moves when another process left a run for any worker."""
+        return self._listener.runnables
+
+    async def announce_runnable(self) -> None:
+        """Tell the other processes' runtimes that a run waits for a worker (a NOTIFY).
+
+        Not part of the RunStore Protocol: stores without it are swept every second.
+        """
+        await self._call("announce a run", lambda c, _: ops.announce(c, self._cx))
 
     @property
     def listener_pid(self) -> int | None:
@@ -514,6 +528,33 @@ class PostgresStore:
         return await self._write(
             "claim due runs",
             lambda c, u: ops.claim_due(
+                c, self._cx, flows, owner, now, lease_until, dead_owners, limit, u
+            ),
+        )
+
+    async def claim_orphans(
+        self,
+        flows: Sequence[str],
+        owner: str,
+        *,
+        now: float,
+        lease_until: float,
+        dead_owners: Sequence[str] = (),
+        limit: int = 1000,
+    ) -> list[RunRecord]:
+        """Claim the ``running`` runs of ``flows`` that nobody live hosts, in one statement.
+
+        The runs :meth:`orphans` would list (owner empty, in ``dead_owners``
+        or with a lapsed lease), oldest first, leased to ``owner`` until
+        ``lease_until``. Rows another worker is claiming at the same moment
+        are skipped (``FOR UPDATE SKIP LOCKED``), so workers sweeping together
+        split a burst of new runs instead of queueing on the same rows. After
+        a lost connection the retry also returns runs the first attempt
+        leased. Not part of the RunStore Protocol.
+        """
+        return await self._write(
+            "claim orphaned runs",
+            lambda c, u: ops.claim_orphans(
                 c, self._cx, flows, owner, now, lease_until, dead_owners, limit, u
             ),
         )

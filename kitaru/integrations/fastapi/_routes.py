@@ -132,7 +132,11 @@ def router(
     Args:
         flows: the flows ``POST /flows/{name}/runs`` may start, each with a
             typed request schema in the OpenAPI document. Default: the flows
-            the runtime hosts (``lifespan(flows=...)``).
+            the runtime hosts (``lifespan(flows=...)``). Runs of a flow the
+            runtime hosts execute in this process; runs of a flow listed here
+            but not hosted are submitted (:meth:`kitaru.Runtime.submit`) for
+            the workers that host it, so an API service need not execute
+            anything itself.
         token: bearer token every request must carry; default
             ``KITARU_API_TOKEN`` from the environment; no token means no
             authentication (put the API behind your own).
@@ -188,8 +192,11 @@ def router(
                 response.status_code = 200
                 response.headers["Location"] = _run_url(request, run_id)
                 return existing
+        # A flow this runtime hosts runs here; one it only exposes
+        # (router(flows=...)) is left for the workers that host it.
+        begin = rt.start if flow.name in rt._flows else rt.submit
         try:
-            handle = await rt.start(flow, *args, run_id=run_id, **kwargs)
+            handle = await begin(flow, *args, run_id=run_id, **kwargs)
         except TypeError as exc:
             raise _invalid(["body", "input"], str(exc), "arguments") from None
         except SerializationError as exc:
