@@ -259,6 +259,9 @@ class WriteBatcher:
                 entries.extend(call.entries)
             else:
                 guarded.append((call.entries[0] if call.entries else None, call.patch))
+        # Run rows are locked in the order of the patches: keep it stable, so
+        # two writers patching the same runs cannot deadlock.
+        guarded.sort(key=lambda pair: pair[1].run_id)
         created, patched = await ops.write_batch(conn, self._cx, runs, entries, guarded)
         for call in calls:
             new, patch = call.run, call.patch

@@ -34,10 +34,12 @@ How it works
   and :meth:`PostgresStore.claim_orphans` select and claim due runs and runs
   nobody hosts in one statement.
 - **Wake-ups.** ``post`` (and a write that leaves a suspended run with a
-  deadline unhosted) sends ``pg_notify`` in its own transaction. One dedicated
-  connection per store LISTENs and bumps a counter, so ``change_token()`` costs
-  no query and :meth:`PostgresStore.wait_for_change` wakes the runtime within
-  milliseconds of a commit in another process. Message ids are taken under an
+  deadline unhosted) sends ``pg_notify`` in its own transaction, and
+  :meth:`PostgresStore.announce_runnable` sends one when a run was left for
+  any worker. One dedicated connection per store LISTENs and bumps counters,
+  so ``change_token()`` costs no query and
+  :meth:`PostgresStore.wait_for_change` wakes the runtime as soon as the
+  notification arrives, with no polling. Message ids are taken under an
   advisory lock held until commit, so they become visible in id order.
 
 Connection faults
