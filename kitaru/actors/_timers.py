@@ -58,10 +58,13 @@ async def lease_service(runtime: Runtime) -> None:
     renew_every = runtime.config.lease_seconds / 3
     sweep_every = min(_SWEEP, renew_every)
     renewed = anyio.current_time()
+    runtime.sweep_kick = kick = anyio.Event()
     while True:
-        runtime.sweep_kick = kick = anyio.Event()
         with anyio.move_on_after(sweep_every):
             await kick.wait()  # a run was left for workers: sweep now
+        # A fresh event before sweeping: a kick during the sweep (a run left
+        # after it looked) must start the next one at once, not be lost.
+        runtime.sweep_kick = kick = anyio.Event()
         try:
             if anyio.current_time() - renewed >= renew_every - sweep_every / 2:
                 await runtime.store.renew_leases(
