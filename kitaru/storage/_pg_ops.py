@@ -443,19 +443,9 @@ async def claim_due(
     uncertain: bool,
 ) -> list[RunRecord]:
     """Claim up to ``limit`` due, unhosted suspended runs of ``flows``, most overdue first."""
-    if not flows:
-        return []
-    st = cx.q.sql["claim_due"]
-    values = {
-        "flows": list(flows),
-        "dead": list(dead),
-        "now": now,
-        "own": uncertain,
-        "owner": owner,
-        "limit": limit,
-        "lease_until": lease_until,
-    }
-    runs = [RunRecord(*row) for row in await conn.fetch(st.sql, *st.args(values))]
+    runs = await _claim_many(
+        conn, cx, "claim_due", flows, owner, now, lease_until, dead, limit, uncertain
+    )
     runs.sort(key=lambda r: (r.wake_at or 0.0, r.id))
     return runs
 
@@ -479,9 +469,30 @@ async def claim_orphans(
     uncertain: bool,
 ) -> list[RunRecord]:
     """Claim up to ``limit`` running runs of ``flows`` that nobody live hosts, oldest first."""
+    runs = await _claim_many(
+        conn, cx, "claim_orphans", flows, owner, now, lease_until, dead, limit, uncertain
+    )
+    runs.sort(key=lambda r: (r.created_at, r.id))
+    return runs
+
+
+async def _claim_many(
+    conn: Connection,
+    cx: Context,
+    statement: str,
+    flows: Sequence[str],
+    owner: str,
+    now: float,
+    lease_until: float,
+    dead: Sequence[str],
+    limit: int,
+    uncertain: bool,
+) -> list[RunRecord]:
+    # "uncertain" (a retry after a lost connection) also returns what is
+    # already leased to ``owner``: the first attempt may have claimed it.
     if not flows:
         return []
-    st = cx.q.sql["claim_orphans"]
+    st = cx.q.sql[statement]
     values = {
         "flows": list(flows),
         "dead": list(dead),
@@ -491,9 +502,7 @@ async def claim_orphans(
         "limit": limit,
         "lease_until": lease_until,
     }
-    runs = [RunRecord(*row) for row in await conn.fetch(st.sql, *st.args(values))]
-    runs.sort(key=lambda r: (r.created_at, r.id))
-    return runs
+    return [RunRecord(*row) for row in await conn.fetch(st.sql, *st.args(values))]
 
 
 async def renew_leases(conn: Connection, cx: Context, owner: str, lease_until: float) -> int:

@@ -13,9 +13,9 @@ import pytest
 
 import kitaru
 from kitaru import flow
-from kitaru._context import current_flow
 from kitaru.actors import _timers
 from kitaru.storage.postgres import PostgresStore
+from tests.flows.test_submit import doubler, executing_owner
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -26,24 +26,6 @@ NO_POLLING = 60.0
 QUIET: dict[str, Any] = {"poll_interval": NO_POLLING, "lease_seconds": 10 * NO_POLLING}
 #: How long a woken worker may take to finish a run (milliseconds in practice).
 PROMPT = 5.0
-
-
-def executing_owner() -> str:
-    """The lease-owner id of the runtime executing the current flow."""
-    frame = current_flow()
-    assert frame is not None
-    return frame.execution.runtime.owner
-
-
-def doubler(ran: list[str]) -> kitaru.Flow[Any, Any]:
-    """A flow that records which runtime executed it in ``ran``."""
-
-    @flow
-    async def double(x: int) -> int:
-        ran.append(executing_owner())
-        return 2 * x
-
-    return double
 
 
 def pg_store(rt: kitaru.Runtime) -> PostgresStore:
