@@ -24,9 +24,11 @@ the client time to encode, even empty). A plain entry is an idempotent upsert
 (never over a completed entry); a guarded call's entry is written only if its
 patch's status guard held. One statement touches each row once, so a batch
 carries at most one patch per run and one entry per position; a call that
-would break that waits for the next statement. Each call is atomic, and the
-calls of a batch were in flight together, so any order among them is one
-they could have run in.
+would break that waits for the next statement. Each call is atomic (a call's
+entries belong to one run: those of a run that does not exist are not
+written, and their caller then gets the error on its own), and the calls of
+a batch were in flight together, so any order among them is one they could
+have run in.
 
 Faults: a batch is tried once. If it fails, each of its calls runs again on
 its own through the store's ordinary retrying path, by its own caller, so an
@@ -166,8 +168,8 @@ class WriteBatcher:
         self, entries: Sequence[JournalEntry], patch: RunPatch | None, alone: Alone[bool]
     ) -> bool:
         """``store.record(entries, patch)``; ``alone`` runs it on its own."""
-        if (patch is None and not entries) or (patch is not None and len(entries) > 1):
-            return await alone(False, None)  # a shape no batch takes
+        if not _batchable(entries, patch):
+            return await alone(False, None)
         return await self._submit(_Call(alone, entries, patch))
 
     async def create_run(
@@ -262,7 +264,7 @@ class WriteBatcher:
         # Run rows are locked in the order of the patches: keep it stable, so
         # two writers patching the same runs cannot deadlock.
         guarded.sort(key=lambda pair: pair[1].run_id)
-        created, patched = await ops.write_batch(conn, self._cx, runs, entries, guarded)
+        created, patched, missing = await ops.write_batch(conn, self._cx, runs, entries, guarded)
         for call in calls:
             new, patch = call.run, call.patch
             if new is not None:
@@ -271,8 +273,12 @@ class WriteBatcher:
                     call.result = (new, True)
                 else:
                     call.rerun = False  # it exists: its caller reads the stored record
+            elif patch is not None:
+                call.result = patch.run_id in patched
+            elif call.entries[0].run_id in missing:
+                call.rerun = False  # nothing written: alone, it raises "unknown run"
             else:
-                call.result = patch is None or patch.run_id in patched
+                call.result = True
 
     async def _attempt(self, calls: list[_Call[Any]], writer: _Writer) -> None:
         """Send once; if that fails, mark ``calls`` to be re-run one by one."""
@@ -297,6 +303,18 @@ class WriteBatcher:
             uncertain = sent and fault(asyncpg, exc) == "lost"
             for call in calls:
                 call.rerun = uncertain
+
+
+def _batchable(entries: Sequence[JournalEntry], patch: RunPatch | None) -> bool:
+    """Whether a ``record`` call fits a batch statement.
+
+    One run per call: a plain call's entries are written only if their run
+    exists, and a guarded call's entry only if its own run's patch applied,
+    so the statement's tests are the call's, all or nothing.
+    """
+    if patch is None:
+        return bool(entries) and all(e.run_id == entries[0].run_id for e in entries)
+    return len(entries) <= 1 and all(e.run_id == patch.run_id for e in entries)
 
 
 def _split(calls: list[_Call[Any]]) -> tuple[list[_Call[Any]], list[_Call[Any]]]:

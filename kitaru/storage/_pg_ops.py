@@ -88,14 +88,16 @@ async def write_batch(
     runs: Sequence[RunRecord],
     entries: Sequence[JournalEntry],
     guarded: Sequence[tuple[JournalEntry | None, RunPatch]],
-) -> tuple[set[str], set[str]]:
-    """Write a group commit's batch in one statement: the ids created and the ids patched.
+) -> tuple[set[str], set[str], set[str]]:
+    """Write a group commit's batch in one statement.
 
     ``runs`` are inserted unless their id exists; ``entries`` upserted (never
-    over a completed one); each patch of ``guarded`` applied if its guard
-    holds, and its entry written only then. The caller guarantees at most one
-    patch per run and no two entries of one position among the guarded ones
-    and the rest.
+    over a completed one) if their run exists; each patch of ``guarded``
+    applied if its guard holds, and its entry written only then. The caller
+    guarantees at most one patch per run and no two entries of one position
+    among the guarded ones and the rest. Returns the ids of the runs
+    created, of the runs patched, and of the runs missing for ``entries``
+    (their entries were not written).
     """
     kept = _batch(entries)
     flags = [False] * len(kept)
@@ -106,10 +108,6 @@ async def write_batch(
     # Sorted, so concurrent batches lock journal rows in one order.
     order = sorted(range(len(kept)), key=lambda i: (kept[i].run_id, kept[i].position))
     values = entry_values([kept[i] for i in order])
-    if not runs and not guarded:
-        st = cx.q.sql["upsert_entries"]
-        await conn.execute(st.sql, *st.args(values))
-        return set(), set()
     if guarded:
         values["e_guarded"] = [flags[i] for i in order]
         patches = [patch for _, patch in guarded]
@@ -123,7 +121,7 @@ async def write_batch(
     st = cx.q.write_batch[bool(runs), bool(guarded), bool(kept)]
     row = await conn.fetchrow(st.sql, *st.args(values))
     assert row is not None  # one row, always
-    return set(row[0]), set(row[1])
+    return set(row[0]), set(row[1]), set(row[3])
 
 
 def _batch(entries: Sequence[JournalEntry]) -> list[JournalEntry]:
@@ -321,22 +319,23 @@ async def record(
         return True
     if uncertain and await _recorded(conn, cx, batch, patch):
         return True
+    others = [entry for entry in batch if entry.run_id != patch.run_id]
+    if others:
+        # Entries of another run than the patched one (no caller of kitaru's
+        # does this): the statement writes them whenever the patch applies,
+        # so check, as the other stores do, the guard first, then the runs.
+        run = await get_run(conn, cx, patch.run_id)
+        if run is None or run.status not in patch.expect:
+            return False
+        await _require_runs(conn, cx, others)
     values = {**patch_values(patch), **cx.notify}
     if len(batch) == 1:
         st = cx.q.sql["record_one"]
-        try:
-            row = await conn.fetchrow(st.sql, *st.args({**values, **_entry_value(batch[0])}))
-        except Exception as exc:
-            await _explain_unknown_run(conn, cx, batch, exc)
-            raise
+        row = await conn.fetchrow(st.sql, *st.args({**values, **_entry_value(batch[0])}))
     elif batch:
         values.update(entry_values(batch))
         st = cx.q.sql["record"]
-        try:
-            row = await conn.fetchrow(st.sql, *st.args(values))
-        except Exception as exc:
-            await _explain_unknown_run(conn, cx, batch, exc)
-            raise
+        row = await conn.fetchrow(st.sql, *st.args(values))
     else:
         st = cx.q.sql["patch"]
         row = await conn.fetchrow(st.sql, *st.args(values))
@@ -401,10 +400,6 @@ async def consume(
                 await _write_entries(conn, cx, [entry])
     except _Refused:
         return uncertain and await _consumed(conn, cx, message_id, entry, patch)
-    except Exception as exc:
-        if entry is not None:  # rolled back by now: explain an unknown run
-            await _explain_unknown_run(conn, cx, [entry], exc)
-        raise
     return True
 
 
@@ -569,30 +564,31 @@ async def post(conn: Connection, cx: Context, message: Message, nonce: str) -> t
 
 
 async def _write_entries(conn: Connection, cx: Context, entries: Sequence[JournalEntry]) -> None:
+    """Upsert entries of existing runs, all or nothing; unknown runs raise."""
     if len(entries) == 1:
         # The statement's parameters are the entry's fields in order (checked
         # when it is compiled): no dict of names on the hot path.
         st = cx.q.sql["upsert_entry"]
-        args: Sequence[Any] = _entry_fields(entries[0])
-    else:
-        st = cx.q.sql["upsert_entries"]
-        args = st.args(entry_values(entries))
-    try:
-        await conn.execute(st.sql, *args)
-    except Exception as exc:
-        await _explain_unknown_run(conn, cx, entries, exc)
-        raise
-
-
-async def _explain_unknown_run(
-    conn: Connection, cx: Context, entries: Sequence[JournalEntry], exc: Exception
-) -> None:
-    """Turn the journal's foreign-key violation into the contract's error."""
-    if getattr(exc, "sqlstate", None) != "23503" or conn.is_in_transaction():
+        if await conn.fetchval(st.sql, *_entry_fields(entries[0])):
+            raise _unknown_run(entries[0].run_id)
         return
-    for run_id in dict.fromkeys(entry.run_id for entry in entries):
-        if await get_run(conn, cx, run_id) is None:
-            raise StorageError(f"cannot record a journal entry for unknown run {run_id}") from None
+    st = cx.q.sql["upsert_entries"]
+    missing = await conn.fetchval(st.sql, *st.args(entry_values(entries)))
+    if missing:
+        raise _unknown_run(min(missing))
+
+
+async def _require_runs(conn: Connection, cx: Context, entries: Sequence[JournalEntry]) -> None:
+    """Raise for an entry whose run does not exist (runs are never deleted)."""
+    ids = list(dict.fromkeys(entry.run_id for entry in entries))
+    rows = await conn.fetch(cx.q.sql["existing_runs"].sql, ids)
+    missing = set(ids) - {row[0] for row in rows}
+    if missing:
+        raise _unknown_run(min(missing))
+
+
+def _unknown_run(run_id: str) -> StorageError:
+    return StorageError(f"cannot record a journal entry for unknown run {run_id}")
 
 
 async def _entries_present(conn: Connection, cx: Context, entries: Sequence[JournalEntry]) -> bool:

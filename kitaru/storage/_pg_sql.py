@@ -122,6 +122,7 @@ _TEMPLATES: dict[str, str] = {
         "ORDER BY id LIMIT $limit::int8"
     ),
     "find_all_runs": "SELECT id FROM {s}.runs ORDER BY id LIMIT $limit::int8",
+    "existing_runs": "SELECT id FROM {s}.runs WHERE id = ANY($ids::text[])",
     "journal_counts": (
         "SELECT run_id, COUNT(*) FROM {s}.journal WHERE run_id = ANY($run_ids::text[]) "
         "GROUP BY run_id"
@@ -197,10 +198,24 @@ _TEMPLATES: dict[str, str] = {
         "ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} WHERE j.status <> 'completed') "
         "SELECT EXISTS (SELECT 1 FROM r)"
     ),
-    "upsert_entries": _UPSERT_ENTRIES.replace("{source}", "{entries}"),
+    # Entries without a patch: written only if every run they belong to
+    # exists (the journal has no foreign key: an index probe here is cheaper
+    # than the key's row lock), all or nothing; returns the missing run ids.
+    "upsert_entries": (
+        "WITH m AS (SELECT DISTINCT v.id FROM unnest($e_run_id::text[]) AS v (id) "
+        "WHERE NOT EXISTS (SELECT 1 FROM {s}.runs AS r WHERE r.id = v.id)), "
+        "e AS ("
+        + _UPSERT_ENTRIES.replace("{source}", "{entries} WHERE NOT EXISTS (SELECT 1 FROM m)")
+        + ") SELECT ARRAY(SELECT id FROM m)"
+    ),
+    # One entry: returns whether its run is missing (then nothing was written).
     "upsert_entry": (
-        "INSERT INTO {s}.journal AS j ({entry_cols}) VALUES ({entry_values}) "
-        "ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} WHERE j.status <> 'completed'"
+        "WITH m AS (SELECT 1 WHERE NOT EXISTS "
+        "(SELECT 1 FROM {s}.runs WHERE id = $e_run_id::text)), "
+        "e AS (INSERT INTO {s}.journal AS j ({entry_cols}) SELECT {entry_values} "
+        "WHERE NOT EXISTS (SELECT 1 FROM m) "
+        "ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} WHERE j.status <> 'completed') "
+        "SELECT EXISTS (SELECT 1 FROM m)"
     ),
     "record": (
         f"WITH {_PATCH}, {_NOTIFY_DUE}, "
@@ -325,14 +340,16 @@ class Queries:
         # _pg_ops passes an entry's fields positionally to this one.
         assert self.sql["upsert_entry"].names == tuple(f"e_{c}" for c in ENTRY_COLUMNS)
         flags = (False, True)
-        #: ``write_batch[(runs, patches, entries)]``: a batch with those parts
-        #: (entries alone are ``upsert_entries``).
+        #: ``write_batch[(runs, patches, entries)]``: a batch with those parts.
+        #: Returns the ids of the runs created, of the runs patched, the
+        #: NOTIFYs sent and the ids of the runs missing for plain entries
+        #: (those entries were not written; the others were).
         self.write_batch = {
             (a, b, c): _compile(_write_batch_template(a, b, c).format(**parts))
             for a in flags
             for b in flags
             for c in flags
-            if a or b
+            if a or b or c
         }
         self.list_runs = {
             (a, b, c): _compile(_list_runs_template(a, b, c).format(**parts))
@@ -371,8 +388,7 @@ def _list_runs_template(status: bool, flow: bool, before: bool) -> str:
 
 def _write_batch_template(runs: bool, patches: bool, entries: bool) -> str:
     # Only the parts a batch has: every array parameter costs the client
-    # time to encode even when empty. Returns the ids of the runs created,
-    # the ids of the runs patched, and how many NOTIFYs were sent.
+    # time to encode even when empty.
     ctes = []
     if runs:
         ctes.append(
@@ -386,14 +402,24 @@ def _write_batch_template(runs: bool, patches: bool, entries: bool) -> str:
             "RETURNING id, owner, wake_at, status)"
         )
         ctes.append(_NOTIFY_DUE)
+    plain = "NOT EXISTS (SELECT 1 FROM {s}.runs AS k WHERE k.id = x.run_id)"
     if entries:
-        source = "{guarded_entries} WHERE NOT x.guarded OR x.run_id IN (SELECT id FROM p)"
+        # A plain entry needs its run (the batcher sends plain calls of one
+        # run each, so this is all or nothing per call); a guarded one, its patch.
+        where = f"NOT ({plain})"
+        if patches:
+            where = f"CASE WHEN x.guarded THEN x.run_id IN (SELECT id FROM p) ELSE {where} END"
         ctes.append(
             "e AS (INSERT INTO {s}.journal AS j ({entry_cols}) SELECT {x_entry_cols} FROM "
-            + (source if patches else "{plain_entries}")
-            + " ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} "
+            + ("{guarded_entries}" if patches else "{plain_entries}")
+            + f" WHERE {where} ON CONFLICT (run_id, position) DO UPDATE SET {{entry_set}} "
             "WHERE j.status <> 'completed')"
         )
+    missing = "'{{}}'::text[]"
+    if entries:
+        source = "{guarded_entries}" if patches else "{plain_entries}"
+        guard = "NOT x.guarded AND " if patches else ""
+        missing = f"ARRAY(SELECT DISTINCT x.run_id FROM {source} WHERE {guard}{plain})"
     return (
         "WITH "
         + ", ".join(ctes)
@@ -401,4 +427,6 @@ def _write_batch_template(runs: bool, patches: bool, entries: bool) -> str:
         + ("ARRAY(SELECT id FROM r)" if runs else "'{{}}'::text[]")
         + ", "
         + ("ARRAY(SELECT id FROM p), (SELECT count(*) FROM n)" if patches else "'{{}}'::text[], 0")
+        + ", "
+        + missing
     )

@@ -9,7 +9,7 @@ from kitaru._errors import SchemaVersionError, StorageError
 from kitaru.storage import open_store
 from kitaru.storage._migrations.postgres import MIGRATIONS
 from kitaru.storage._pg_url import parse_url, quote_ident
-from kitaru.storage.base import RunRecord
+from kitaru.storage.base import JournalEntry, RunRecord
 from kitaru.storage.postgres import PostgresStore
 from tests.postgres import _server as pg
 
@@ -79,3 +79,49 @@ async def test_each_schema_is_a_separate_store(postgres_server: str) -> None:
     finally:
         for url in (first, second):
             pg.drop_schema(postgres_server, parse_url(url).schema)
+
+
+async def test_a_version_1_schema_is_upgraded_with_its_data(
+    postgres_url: str, postgres_server: str
+) -> None:
+    """Version 2 drops the journal's foreign key; runs and entries stay as they were."""
+    schema = parse_url(postgres_url).schema
+    s = quote_ident(schema)
+    conn = await pg.admin(postgres_server)
+    try:  # a schema as the first release left it
+        await conn.execute(f"CREATE SCHEMA {s}")
+        await conn.execute(f"CREATE TABLE {s}.kitaru_version (version integer NOT NULL)")
+        await conn.execute(f"INSERT INTO {s}.kitaru_version (version) VALUES (1)")
+        await conn.execute(MIGRATIONS[0].format(s=s))
+        await conn.execute(
+            f"INSERT INTO {s}.runs (id, flow, status, created_at, updated_at) "
+            "VALUES ('old', 'f', 'running', 1.0, 1.0)"
+        )
+        await conn.execute(
+            f"INSERT INTO {s}.journal (run_id, position, name, kind, status, attempts, "
+            "started_at, value) VALUES ('old', 0, 'step', 'checkpoint', 'completed', 1, 1.0, "
+            "'1'::bytea)"
+        )
+    finally:
+        await conn.close()
+
+    def entry(run_id: str, position: int) -> JournalEntry:
+        return JournalEntry(run_id, position, "s", "checkpoint", "completed", 1, 2.0, 0.1)
+
+    async with PostgresStore(postgres_url) as store:
+        assert [e.position for e in await store.load_journal("old")] == [0]
+        assert await store.record([entry("old", 1)])
+        with pytest.raises(StorageError, match="unknown run gone"):
+            await store.record([entry("gone", 0)])
+    conn = await pg.admin(postgres_server)
+    try:
+        assert await conn.fetchval(f"SELECT max(version) FROM {s}.kitaru_version") == 2
+        keys = await conn.fetchval(
+            "SELECT count(*) FROM pg_catalog.pg_constraint WHERE contype = 'f' "
+            "AND conrelid = $1::regclass",
+            f"{s}.journal",
+        )
+        assert keys == 0
+        assert await conn.fetchval(f"SELECT count(*) FROM {s}.journal WHERE run_id = 'gone'") == 0
+    finally:
+        await conn.close()

@@ -194,6 +194,29 @@ async def test_record_for_unknown_run_raises(store: RunStore) -> None:
     assert await store.load_journal("missing") == []
 
 
+async def test_entries_of_several_runs_are_all_or_nothing(store: RunStore) -> None:
+    await add(store, make_run("r1"))
+    with pytest.raises(StorageError, match="unknown run missing"):
+        await store.record([make_entry("r1", 0), make_entry("missing", 0)])
+    assert await store.load_journal("r1") == []
+    await add(store, make_run("r2"))
+    assert await store.record([make_entry("r1", 0), make_entry("r2", 0)]) is True
+    assert [e.run_id for e in await store.load_journal("r2")] == ["r2"]
+
+
+async def test_entry_of_an_unknown_run_with_a_patch(store: RunStore) -> None:
+    """The guard is tested first (False, nothing written), then the entries' runs."""
+    await add(store, make_run("r1"))
+    refused = RunPatch("r1", updated_at=T0 + 1, status="completed", expect=("waiting",))
+    assert await store.record([make_entry("missing", 0)], refused) is False
+    applies = RunPatch("r1", updated_at=T0 + 1, status="completed")
+    with pytest.raises(StorageError, match="unknown run missing"):
+        await store.record([make_entry("missing", 0)], applies)
+    stored = await store.get_run("r1")
+    assert stored is not None and stored.status == "running"  # the patch did not apply
+    assert await store.load_journal("missing") == []
+
+
 async def test_record_with_patch_writes_both(store: RunStore) -> None:
     await add(store, make_run("r1", owner="w", lease_until=T0 + 9))
     patch = RunPatch("r1", updated_at=T0 + 5, status="completed", output=b"1", release=True)

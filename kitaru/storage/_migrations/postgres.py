@@ -63,7 +63,7 @@ CREATE INDEX runs_wake ON {s}.runs (wake_at) WHERE wake_at IS NOT NULL;
 
 -- The primary key is the uniqueness constraint that makes a committed
 -- checkpoint final: a retried or duplicated write can never add a second
--- entry at a position. The foreign key refuses entries of unknown runs.
+-- entry at a position. (Version 2 drops the foreign key, see below.)
 CREATE TABLE {s}.journal (
     run_id text COLLATE "C" NOT NULL REFERENCES {s}.runs (id) ON DELETE CASCADE,
     position integer NOT NULL,
@@ -103,8 +103,16 @@ CREATE INDEX messages_pending ON {s}.messages (run_id, topic, id) WHERE NOT cons
 CREATE INDEX messages_unconsumed ON {s}.messages (id) WHERE NOT consumed;
 """
 
+# The journal's foreign key made every entry insert lock its run's row (FOR
+# KEY SHARE: 22 us of a checkpoint upsert's 60 us on the server, measured with
+# EXPLAIN ANALYZE). The statements that write entries test that the run
+# exists instead, with an index probe (runs are never deleted).
+_V2 = """
+ALTER TABLE {s}.journal DROP CONSTRAINT IF EXISTS journal_run_id_fkey;
+"""
+
 #: DDL scripts in order; the position in this tuple is the schema version.
-MIGRATIONS: tuple[str, ...] = (_V1,)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 
 #: Tables kitaru creates: finding them without a version row means someone else's data.
 _OUR_TABLES = ("runs", "journal", "messages")
