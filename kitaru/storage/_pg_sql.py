@@ -327,7 +327,6 @@ class Queries:
             "entry_values": ", ".join(f"$e_{c}::{t}" for c, t in _ENTRY_TYPES.items()),
             "entries": _ENTRIES.format(arrays=arrays, entry_cols=", ".join(ENTRY_COLUMNS)),
             "runs": f"unnest({run_arrays}) AS v ({', '.join(RUN_COLUMNS)})",
-            "x_entry_cols": ", ".join(f"x.{c}" for c in ENTRY_COLUMNS),
             "plain_entries": _ENTRIES.format(
                 arrays=arrays, entry_cols=", ".join(ENTRY_COLUMNS)
             ).replace("AS u", "AS x"),
@@ -402,24 +401,26 @@ def _write_batch_template(runs: bool, patches: bool, entries: bool) -> str:
             "RETURNING id, owner, wake_at, status)"
         )
         ctes.append(_NOTIFY_DUE)
-    plain = "NOT EXISTS (SELECT 1 FROM {s}.runs AS k WHERE k.id = x.run_id)"
-    if entries:
-        # A plain entry needs its run (the batcher sends plain calls of one
-        # run each, so this is all or nothing per call); a guarded one, its patch.
-        where = f"NOT ({plain})"
-        if patches:
-            where = f"CASE WHEN x.guarded THEN x.run_id IN (SELECT id FROM p) ELSE {where} END"
-        ctes.append(
-            "e AS (INSERT INTO {s}.journal AS j ({entry_cols}) SELECT {x_entry_cols} FROM "
-            + ("{guarded_entries}" if patches else "{plain_entries}")
-            + f" WHERE {where} ON CONFLICT (run_id, position) DO UPDATE SET {{entry_set}} "
-            "WHERE j.status <> 'completed')"
-        )
     missing = "'{{}}'::text[]"
     if entries:
+        # Each entry once, with whether its run exists. A plain entry needs
+        # its run (the batcher sends plain calls of one run each, so this is
+        # all or nothing per call); a guarded one, its patch.
         source = "{guarded_entries}" if patches else "{plain_entries}"
-        guard = "NOT x.guarded AND " if patches else ""
-        missing = f"ARRAY(SELECT DISTINCT x.run_id FROM {source} WHERE {guard}{plain})"
+        ctes.append(
+            "es AS (SELECT x.*, EXISTS (SELECT 1 FROM {s}.runs AS k WHERE k.id = x.run_id) "
+            f"AS known FROM {source})"
+        )
+        where = "known"
+        if patches:
+            where = "CASE WHEN guarded THEN run_id IN (SELECT id FROM p) ELSE known END"
+        ctes.append(
+            "e AS (INSERT INTO {s}.journal AS j ({entry_cols}) SELECT {entry_cols} FROM es "
+            f"WHERE {where} ON CONFLICT (run_id, position) DO UPDATE SET {{entry_set}} "
+            "WHERE j.status <> 'completed')"
+        )
+        guard = " AND NOT guarded" if patches else ""
+        missing = f"ARRAY(SELECT DISTINCT run_id FROM es WHERE NOT known{guard})"
     return (
         "WITH "
         + ", ".join(ctes)
