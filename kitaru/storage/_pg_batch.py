@@ -43,6 +43,9 @@ the stored record.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, suppress
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -59,6 +62,8 @@ if TYPE_CHECKING:
 __all__ = ("Alone", "Lease", "WriteBatcher")
 
 T = TypeVar("T")
+
+log = logging.getLogger("kitaru.storage.postgres")
 
 #: At most this many calls share one transaction; the rest wait for the next.
 MAX_BATCH = 256
@@ -78,13 +83,35 @@ class _Writer:
     does, so a leader keeps its connection from one call to the next.
     ``lease()`` lends it as ``pool.acquire()`` lends a pooled one; the writer
     is its own (reusable) context manager, cheaper than a generator-based one.
+
+    The store's ``command_timeout`` is not asyncpg's here: asyncpg arms and
+    cancels a timer for every statement, several microseconds each, which a
+    sequential flow pays on every checkpoint. Instead the connection carries
+    the server's ``statement_timeout`` (the server cancels a statement that
+    runs too long, say behind a lock, and rolls it back: the store retries
+    it as any rolled-back attempt), and a watchdog covers a network that
+    died silently: a statement only notes when it went out, and one timer,
+    re-armed at most once per period, closes the connection under a
+    statement that has had no answer ``limit`` seconds after it went out
+    (its caller then retries, uncertain, as after any lost connection).
+    Closing the connection alone could leave the statement running on the
+    server, to commit after the retry; the server's timeout has ended it by
+    then, which is why the watchdog waits longer.
     """
 
-    __slots__ = ("conn", "connect")
+    __slots__ = ("_timer", "conn", "connect", "limit", "since", "where")
 
-    def __init__(self, connect: Callable[[], Awaitable[Connection]]) -> None:
+    def __init__(
+        self, connect: Callable[[], Awaitable[Connection]], limit: float | None, where: str
+    ) -> None:
         self.connect = connect
         self.conn: Connection | None = None
+        #: Seconds a statement may run (``None``: no limit).
+        self.limit = limit
+        self.where = where
+        #: When the statement in flight went out (monotonic), else ``None``.
+        self.since: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def lease(self) -> _Writer:
         return self
@@ -94,13 +121,40 @@ class _Writer:
         if conn is None or conn.is_closed():
             self.conn = None
             conn = self.conn = await self.connect()
+        self.begin()
         return conn
 
     async def __aexit__(self, *exc: object) -> None:
-        return None
+        self.since = None
+
+    def begin(self) -> None:
+        """A statement goes out on ``conn``; end it with ``since = None``."""
+        self.since = time.monotonic()
+        if self._timer is None and self.limit is not None:
+            self._timer = asyncio.get_running_loop().call_later(self.limit, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
+        since, limit, conn = self.since, self.limit, self.conn
+        if since is None or limit is None or conn is None:
+            return  # idle: the next statement arms the timer again
+        left = since + limit - time.monotonic()
+        if left > 0:  # a later statement than the one the timer was armed for
+            self._timer = asyncio.get_running_loop().call_later(left, self._check)
+            return
+        log.warning(
+            "%s: no answer to a statement for %g s; closing its connection (the call is retried)",
+            self.where,
+            limit,
+        )
+        self.since = None
+        conn.terminate()
 
     def drop(self) -> Connection | None:
-        conn, self.conn = self.conn, None
+        conn, self.conn, self.since = self.conn, None, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         return conn
 
 
@@ -142,7 +196,11 @@ class WriteBatcher:
         check_open: raises when the store is closed.
         cx: the store's statement context.
         driver: the asyncpg module (to classify failures).
-        connect: opens the leader's connection (outside the pool).
+        connect: opens the leader's connection (outside the pool), with the
+            server's ``statement_timeout`` instead of asyncpg's ``command_timeout``.
+        command_timeout: seconds after which a statement with no answer
+            closes its connection (``None``: never).
+        where: the store, redacted, for log lines.
     """
 
     def __init__(
@@ -151,11 +209,13 @@ class WriteBatcher:
         cx: ops.Context,
         driver: Any,
         connect: Callable[[], Awaitable[Connection]],
+        command_timeout: float | None,
+        where: str,
     ) -> None:
         self._check_open = check_open
         self._cx = cx
         self._driver = driver
-        self._writer = _Writer(connect)
+        self._writer = _Writer(connect, command_timeout, where)
         self._busy = False
         self._pending: list[_Batch] = []
         #: Statements sent for batches, the calls they carried, and how many
@@ -170,13 +230,20 @@ class WriteBatcher:
         """``store.record(entries, patch)``; ``alone`` runs it on its own."""
         if not _batchable(entries, patch):
             return await alone(False, None)
-        return await self._submit(_Call(alone, entries, patch))
+        cx = self._cx
+        return await self._submit(
+            _Call(alone, entries, patch),
+            lambda conn: ops.record(conn, cx, entries, patch, False),
+        )
 
     async def create_run(
         self, run: RunRecord, alone: Alone[tuple[RunRecord, bool]]
     ) -> tuple[RunRecord, bool]:
         """``store.create_run(run)`` (no journal); ``alone`` runs it on its own."""
-        return await self._submit(_Call(alone, run=run))
+        cx = self._cx
+        return await self._submit(
+            _Call(alone, run=run), lambda conn: ops.create_run(conn, cx, run, (), False)
+        )
 
     async def aclose(self) -> None:
         """Close the leader's connection."""
@@ -194,13 +261,13 @@ class WriteBatcher:
         if conn is not None:
             conn.terminate()
 
-    async def _submit(self, call: _Call[T]) -> T:
+    async def _submit(self, call: _Call[T], direct: Callable[[Connection], Awaitable[T]]) -> T:
         if not self._busy:
             # Nothing in flight: run at once, alone; others queue meanwhile.
             self._busy = True
             writer = self._writer
             try:
-                return await call.alone(False, writer.lease)
+                return await self._first(call, direct)
             except anyio.get_cancelled_exc_class():
                 # The statement may still be running on the connection: a new one.
                 conn = writer.drop()
@@ -226,6 +293,32 @@ class WriteBatcher:
         if call.rerun is not None:
             return await call.alone(call.rerun, None)
         return call.result  # type: ignore[return-value]  # set when rerun is None
+
+    async def _first(self, call: _Call[T], direct: Callable[[Connection], Awaitable[T]]) -> T:
+        """Run ``call`` alone on the leader's connection, once, with no retry loop.
+
+        The common case (an open connection, no failure) then costs one
+        statement and little else: this is a sequential flow's every
+        checkpoint. A failure hands the call to the store's retrying path,
+        as a failed batch does (uncertain if the connection was lost after
+        the statement went out; a statement that failed otherwise rolled back).
+        """
+        writer = self._writer
+        conn = writer.conn
+        if conn is None or conn.is_closed():
+            return await call.alone(False, writer.lease)
+        self._check_open()
+        writer.begin()
+        try:
+            return await direct(conn)
+        except Exception as exc:
+            lost = fault(self._driver, exc) == "lost"
+            if lost:
+                with suppress(self._driver.InterfaceError):
+                    conn.terminate()
+        finally:
+            writer.since = None
+        return await call.alone(lost, writer.lease)
 
     async def _drain(self) -> None:
         """Send the queued batches until nothing is left."""

@@ -27,6 +27,10 @@ def fault(asyncpg: Any, exc: BaseException) -> Literal["lost", "rolled_back"] | 
     """How a failed attempt may be retried: ``None`` means it may not."""
     if isinstance(exc, asyncpg.TransactionRollbackError):
         return "rolled_back"  # deadlock or serialization failure: nothing was committed
+    if isinstance(exc, asyncpg.QueryCanceledError) and "statement timeout" in str(exc):
+        # The server's statement_timeout (the group-commit connections' form
+        # of command_timeout) rolled the statement back.
+        return "rolled_back"
     if isinstance(
         exc,
         (
@@ -59,6 +63,11 @@ def is_driver_error(asyncpg: Any, exc: BaseException) -> bool:
 def advice(exc: BaseException, schema: str, gave_up: float | None) -> str:
     """What to do about ``exc``: one sentence for the end of a StorageError message."""
     code = getattr(exc, "sqlstate", None) or ""
+    if gave_up is not None and code == "57014":
+        return (
+            f"Its statement kept running past command_timeout for {gave_up:.1f} s; look for "
+            "a lock held elsewhere (pg_stat_activity), or raise ?command_timeout="
+        )
     if gave_up is not None:
         return (
             f"The connection kept failing for {gave_up:.1f} s; check that the server is "

@@ -74,7 +74,10 @@ failover) or lost on the network never loses or duplicates a write:
   to 2 s), for at most ``retry_for`` seconds (default 30), after which the
   call raises :class:`kitaru.StorageError`; the runtime's supervisor then
   restarts the run from its journal. A statement that runs longer than
-  ``command_timeout`` (a silently dead network) counts as a lost connection.
+  ``command_timeout`` (a silently dead network) counts as a lost connection;
+  on the group-commit connections the server cancels it instead (its
+  ``statement_timeout``), which rolls it back, and it is retried as such
+  (see :mod:`kitaru.storage._pg_batch`).
 - asyncpg's exceptions never cross the store boundary: they are wrapped in
   :class:`kitaru.StorageError` with the URL redacted and any password scrubbed
   from the driver's text (the driver exception is chained only when it is
@@ -93,6 +96,7 @@ first result).
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
 import warnings
@@ -130,6 +134,9 @@ _FIRST_RETRY = 0.05
 _MAX_RETRY = 2.0
 #: At most one "retrying" warning per store in this many seconds.
 _WARN_EVERY = 5.0
+#: A group-commit connection is closed this long (at most) after the server
+#: should have cancelled a statement that still has no answer: the network died.
+_SILENCE_GRACE = 5.0
 _CLOSE_TIMEOUT = 10.0
 #: Concurrent checkpoint writes share transactions (see kitaru.storage._pg_batch).
 GROUP_COMMIT = True
@@ -193,8 +200,8 @@ class PostgresStore:
         self._records: WriteBatcher | None = None
         self._starts: WriteBatcher | None = None
         if GROUP_COMMIT:
-            self._records = WriteBatcher(self._open_pool, self._cx, _driver(), self._connect_writer)
-            self._starts = WriteBatcher(self._open_pool, self._cx, _driver(), self._connect_writer)
+            self._records = self._batcher()
+            self._starts = self._batcher()
         #: Bumped by this store's own writes; change_token() adds the listener's count.
         self._version = 0
         self._warned = 0.0
@@ -691,8 +698,9 @@ class PostgresStore:
                 if now - self._warned >= _WARN_EVERY:
                     self._warned = now
                     log.warning(
-                        "%s: connection fault while trying to %s (%s); retrying for up to %g s",
+                        "%s: %s while trying to %s (%s); retrying for up to %g s",
                         self._where,
+                        "connection fault" if kind == "lost" else "transaction rolled back",
                         action,
                         self._describe(exc),
                         self._settings.retry_for,
@@ -714,15 +722,32 @@ class PostgresStore:
         )
         return conn
 
+    def _batcher(self) -> WriteBatcher:
+        limit = self._settings.command_timeout
+        return WriteBatcher(
+            self._open_pool,
+            self._cx,
+            _driver(),
+            self._connect_writer,
+            None if limit is None else limit + min(limit, _SILENCE_GRACE),
+            self._where,
+        )
+
     async def _connect_writer(self) -> Connection:
-        """A group-commit leader's connection: set up as the pool's are."""
+        """A group-commit leader's connection: the server keeps its statement timeout.
+
+        See :class:`kitaru.storage._pg_batch.WriteBatcher` for why not asyncpg.
+        """
         settings = self._settings
+        server_settings = {"application_name": settings.application_name}
+        if settings.command_timeout is not None:
+            ms = max(1, math.ceil(settings.command_timeout * 1000))
+            server_settings["statement_timeout"] = str(ms)
         conn: Connection = await _driver().connect(
             settings.dsn,
             timeout=settings.connect_timeout,
-            command_timeout=settings.command_timeout,
             statement_cache_size=settings.statement_cache_size,
-            server_settings={"application_name": settings.application_name},
+            server_settings=server_settings,
         )
         return conn
 

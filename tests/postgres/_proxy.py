@@ -32,6 +32,7 @@ class TcpProxy:
         self._tg: TaskGroup | None = None
         self._scope: anyio.CancelScope | None = None
         self._cut_armed = False
+        self._stall_armed = False
 
     async def __aenter__(self) -> TcpProxy:
         self._tg = anyio.create_task_group()
@@ -66,6 +67,13 @@ class TcpProxy:
         """Forward the next client request, then close its connection instead of answering."""
         self._cut_armed = True
 
+    def stall_next_response(self) -> None:
+        """Forward the next client request, then swallow its connection's answers.
+
+        The connection stays open: a network that died silently.
+        """
+        self._stall_armed = True
+
     async def _serve(
         self, scope: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
     ) -> None:
@@ -86,9 +94,9 @@ class TcpProxy:
             except OSError:
                 return
             async with upstream, anyio.create_task_group() as tg:
-                cut = anyio.Event()
-                tg.start_soon(self._pipe, client, upstream, tg, cut, True)
-                tg.start_soon(self._pipe, upstream, client, tg, cut, False)
+                cut, stalled = anyio.Event(), anyio.Event()
+                tg.start_soon(self._pipe, client, upstream, tg, cut, stalled, True)
+                tg.start_soon(self._pipe, upstream, client, tg, cut, stalled, False)
 
     async def _pipe(
         self,
@@ -96,6 +104,7 @@ class TcpProxy:
         sink: ByteSendStream,
         tg: TaskGroup,
         cut: anyio.Event,
+        stalled: anyio.Event,
         from_client: bool,
     ) -> None:
         try:
@@ -103,8 +112,13 @@ class TcpProxy:
                 if from_client and self._cut_armed:
                     self._cut_armed = False
                     cut.set()  # this connection's next answer never arrives
+                elif from_client and self._stall_armed:
+                    self._stall_armed = False
+                    stalled.set()  # nor any later one, but the socket stays open
                 elif not from_client and cut.is_set():
                     break
+                elif not from_client and stalled.is_set():
+                    continue
                 await sink.send(chunk)
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass

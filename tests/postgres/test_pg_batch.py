@@ -12,6 +12,7 @@ from kitaru.storage._pg_batch import Lease, WriteBatcher, _Call
 from kitaru.storage.base import JournalEntry, RunPatch, RunRecord
 from kitaru.storage.postgres import PostgresStore
 from tests.postgres._proxy import TcpProxy, via
+from tests.postgres._server import admin
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -173,6 +174,74 @@ async def test_a_cancelled_call_leaves_the_next_one_working(postgres_url: str) -
             assert await store.record([entry("r", 100 + position)], RunPatch("r", T0 + 2))
         journal = {e.position for e in await store.load_journal("r")}
         assert {100 + p for p in range(30)} <= journal
+
+
+async def test_a_statement_past_command_timeout_is_cancelled_and_retried(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # On the leader's connection the server keeps command_timeout (its
+    # statement_timeout): a patch blocked on a locked run row is cancelled,
+    # rolled back and retried until the lock goes, and applied once.
+    async with PostgresStore(postgres_url + "&command_timeout=0.3&listen=off") as store:
+        await store.create_run(run("r"))
+        await store.record([entry("r", 0)])  # opens the leader's connection
+        locker = await admin(postgres_url)
+        try:
+            schema = store._settings.schema
+            transaction = locker.transaction()
+            await transaction.start()
+            await locker.execute(f'SELECT 1 FROM "{schema}".runs WHERE id = $1 FOR UPDATE', "r")
+
+            async def unlock_later() -> None:
+                await anyio.sleep(1.0)
+                await transaction.rollback()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(unlock_later)
+                with anyio.fail_after(20):
+                    patch = RunPatch("r", T0 + 1, add_input_tokens=7)
+                    assert await store.record([entry("r", 1)], patch) is True
+        finally:
+            await locker.close()
+        assert "canceling statement due to statement timeout" in caplog.text
+        stored = await store.get_run("r")
+        assert stored is not None and stored.input_tokens == 7  # applied once
+        assert [e.position for e in await store.load_journal("r")] == [0, 1]
+
+
+async def test_a_statement_with_no_answer_loses_its_connection_and_is_retried(
+    proxy: TcpProxy, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A network that died silently: nothing comes back and nothing closes.
+    # The leader's watchdog closes the connection; the call is retried,
+    # uncertain, on a new one, and applied once.
+    url = via(proxy, postgres_url) + "&command_timeout=0.2&listen=off"
+    async with PostgresStore(url) as store:
+        await store.create_run(run("r"))
+        await store.record([entry("r", 0)])  # opens the leader's connection
+        first = batcher(store)._writer.conn
+        proxy.stall_next_response()
+        with anyio.fail_after(20):
+            patch = RunPatch("r", T0 + 1, add_input_tokens=7)
+            assert await store.record([entry("r", 1)], patch) is True
+        assert first is not None and first.is_closed()
+        assert "no answer to a statement for 0.4 s" in caplog.text
+        stored = await store.get_run("r")
+        assert stored is not None and stored.input_tokens == 7
+        assert [e.position for e in await store.load_journal("r")] == [0, 1]
+
+
+async def test_an_existing_entry_takes_the_upsert_path(postgres_url: str) -> None:
+    # A checkpoint's entry goes in by plain INSERT; one that exists fails on
+    # the key and is upserted (never over a completed one).
+    async with PostgresStore(postgres_url) as store:
+        await store.create_run(run("r"))
+        await store.record([entry("r", 0, status="failed")])
+        await store.record([entry("r", 0)])
+        await store.record([dataclasses.replace(entry("r", 0), value=b"2")])
+        assert await store.load_journal("r") == [entry("r", 0)]
+        with pytest.raises(StorageError, match="unknown run nope"):
+            await store.record([entry("nope", 0)])
 
 
 # -- new runs (store._starts) -----------------------------------------------------------
