@@ -217,6 +217,8 @@ _TEMPLATES: dict[str, str] = {
         "INSERT INTO {s}.journal ({entry_cols}) SELECT {entry_values} "
         "WHERE EXISTS (SELECT 1 FROM {s}.runs WHERE id = $e_run_id::text)"
     ),
+    # The same, for a run the store has seen exist (runs are never deleted).
+    "insert_seen": "INSERT INTO {s}.journal ({entry_cols}) VALUES ({entry_values})",
     # One entry: returns whether its run is missing (then nothing was written).
     "upsert_entry": (
         "WITH m AS (SELECT 1 WHERE NOT EXISTS "
@@ -346,7 +348,7 @@ class Queries:
         }
         self.sql = {name: _compile(t.format(**parts)) for name, t in _TEMPLATES.items()}
         # _pg_ops passes an entry's fields positionally to these.
-        for name in ("insert_entry", "upsert_entry"):
+        for name in ("insert_entry", "insert_seen", "upsert_entry"):
             assert self.sql[name].names == tuple(f"e_{c}" for c in ENTRY_COLUMNS)
         flags = (False, True)
         #: ``write_batch[(runs, patches, entries)]``: a batch with those parts.

@@ -22,15 +22,19 @@ from .._errors import SerializationError
 
 __all__ = ("Codec", "codec_for", "describe_type")
 
-# bytes as base64 so arbitrary binary survives JSON; models and dataclasses
-# bring their own config, which pydantic refuses to override (handled below).
-_CONFIG = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64")
+# bytes as base64 so arbitrary binary survives JSON, and infinities and NaN
+# as the constants pydantic reads back (its default writes null, which a
+# float annotation then refuses on replay); models and dataclasses bring
+# their own config, which pydantic refuses to override (handled below).
+_CONFIG = ConfigDict(
+    ser_json_bytes="base64", val_json_bytes="base64", ser_json_inf_nan="constants"
+)
 
 
 class Codec:
     """Encoder/decoder for one annotation."""
 
-    __slots__ = ("_adapter", "_schema", "annotation", "exact", "is_any")
+    __slots__ = ("_adapter", "_schema", "_to_json", "annotation", "exact", "is_any")
 
     def __init__(self, annotation: Any) -> None:
         self.annotation = annotation
@@ -50,9 +54,14 @@ class Codec:
             raise SerializationError(
                 f"values of type {describe_type(annotation)} cannot be stored: {exc}"
             ) from exc
+        self._to_json = self._adapter.serializer.to_json
 
     def dump(self, value: Any, *, what: What) -> bytes:
         """Encode ``value`` as JSON bytes; ``what`` names it in errors."""
+        if type(value) is self.exact:
+            # Exactly the annotated type: nothing to warn about, and asking
+            # pydantic to turn warnings into errors costs more than the rest.
+            return self._to_json(value)
         try:
             return self._adapter.dump_json(value, warnings="error")
         except (PydanticSerializationError, TypeError, ValueError) as exc:

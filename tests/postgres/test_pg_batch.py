@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from kitaru import StorageError
+from kitaru.storage import _pg_ops as ops
 from kitaru.storage._pg_batch import Lease, WriteBatcher, _Call
 from kitaru.storage.base import JournalEntry, RunPatch, RunRecord
 from kitaru.storage.postgres import PostgresStore
@@ -242,6 +243,34 @@ async def test_an_existing_entry_takes_the_upsert_path(postgres_url: str) -> Non
         assert await store.load_journal("r") == [entry("r", 0)]
         with pytest.raises(StorageError, match="unknown run nope"):
             await store.record([entry("nope", 0)])
+
+
+async def test_entries_of_runs_seen_before_skip_the_existence_probe(postgres_url: str) -> None:
+    async with PostgresStore(postgres_url) as one, PostgresStore(postgres_url) as other:
+        await one.create_run(run("r"))
+        assert "r" in one._cx.runs_seen  # it created the run
+        assert "r" not in other._cx.runs_seen
+        await other.record([entry("r", 0)])  # probed, found
+        assert "r" in other._cx.runs_seen
+        await other.record([entry("r", 1)])  # no probe
+        with pytest.raises(StorageError, match="unknown run gone"):
+            await other.record([entry("gone", 0)])
+        assert "gone" not in other._cx.runs_seen
+        assert [e.position for e in await one.load_journal("r")] == [0, 1]
+
+
+async def test_runs_seen_start_over_past_their_bound(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(ops, "RUNS_SEEN_MAX", 3)
+    async with PostgresStore(postgres_url) as store:
+        for i in range(5):
+            await store.create_run(run(f"r{i}"))
+            assert len(store._cx.runs_seen) <= 3
+        for i in range(5):
+            await store.record([entry(f"r{i}", 0)])
+        for i in range(5):
+            assert await store.load_journal(f"r{i}") == [entry(f"r{i}", 0)]
 
 
 # -- new runs (store._starts) -----------------------------------------------------------
