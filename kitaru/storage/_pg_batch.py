@@ -106,7 +106,8 @@ class _Writer:
     ) -> None:
         self.connect = connect
         self.conn: Connection | None = None
-        #: Seconds a statement may run (``None``: no limit).
+        #: Seconds a statement may go unanswered before the connection is
+        #: closed (``None``: no limit).
         self.limit = limit
         self.where = where
         #: When the statement in flight went out (monotonic), else ``None``.

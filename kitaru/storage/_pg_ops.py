@@ -48,7 +48,7 @@ class Context:
 
 
 #: ``Context.runs_seen`` is emptied when it grows past this many ids.
-RUNS_SEEN_MAX = 50_000
+RUNS_SEEN_MAX = 10_000
 
 
 def known(cx: Context, run_ids: Iterable[str]) -> None:
