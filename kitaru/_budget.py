@@ -16,6 +16,13 @@ store (plus, inside a checkpoint, what that checkpoint spent so far): once
 spent reaches the limit the call is refused with :class:`kitaru.BudgetExceeded`.
 Calls already in flight when the limit is reached still finish, so a run with
 concurrent calls can end slightly over its budget.
+
+A budget covers the run's child flows too (a flow called inside a flow runs
+as a child run): what a run has spent, for its budget, is its own calls plus
+those of every run below it, and a call in a child run must also fit the
+budget of each run above it. Otherwise an agent could spend past its budget
+by handing the work to a sub-agent. A run's own totals (``RunInfo.usage``)
+stay its own.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ from .storage.base import RunPatch
 
 if TYPE_CHECKING:
     from ._execution import Execution
+    from ._runtime import Runtime
+    from .storage.base import RunRecord
 
 __all__ = (
     "Budget",
@@ -203,33 +212,64 @@ def effective_budget(execution: Execution) -> Budget | None:
     return execution.runtime.config.budget
 
 
+def _budget_of(runtime: Runtime, record: RunRecord) -> Budget | None:
+    """``effective_budget`` of a run above this one (its flow's, if hosted here)."""
+    if record.budget is not None:
+        return Budget.model_validate_json(record.budget)
+    flow = runtime._flows.get(record.flow)
+    if flow is not None and flow.budget is not None:
+        return flow.budget
+    return runtime.config.budget
+
+
 async def check_budget(execution: Execution, pending: Mapping[str, Any] | None = None) -> None:
-    """Refuse a live LLM call when the run has spent its budget.
+    """Refuse a live LLM call when the run, or a run above it, has spent its budget.
 
     ``pending`` is the ``"usage"`` metadata of the enclosing checkpoint, spent
     but not yet added to the run.
 
     Raises:
-        kitaru.BudgetExceeded: the run (plus ``pending``) reached a limit.
+        kitaru.BudgetExceeded: the run's tree (plus ``pending``), or the tree
+            of a run above it, reached a limit.
     """
-    budget = effective_budget(execution)
-    if budget is None:
-        return
-    # The store is the truth: it holds every committed call of this run,
-    # including those of earlier activations and of concurrent checkpoints.
-    record = await execution.runtime.store.get_run(execution.run_id)
-    tokens = 0
-    cost: float | None = None
-    if record is not None:
-        tokens = record.input_tokens + record.output_tokens
-        cost = record.cost_usd
+    runtime = execution.runtime
+    store = runtime.store
+    limits: list[tuple[str, Budget]] = []
+    own = effective_budget(execution)
+    if own is not None:
+        limits.append((execution.run_id, own))
+    actor = execution.actor
+    parent = actor.record.parent_id if actor is not None else None
+    while parent is not None:
+        record = await store.get_run(parent)
+        if record is None:
+            break
+        budget = _budget_of(runtime, record)
+        if budget is not None:
+            limits.append((record.id, budget))
+        parent = record.parent_id
+    extra_tokens = 0
+    extra_cost: float | None = None
     if pending:
-        tokens += int(pending.get("input_tokens") or 0) + int(pending.get("output_tokens") or 0)
-        cost = _add_cost(cost, pending.get("cost_usd"))
-    reason = budget.exceeded(tokens, cost)
-    if reason is not None:
+        extra_tokens = int(pending.get("input_tokens") or 0) + int(
+            pending.get("output_tokens") or 0
+        )
+        extra_cost = pending.get("cost_usd")
+    for run_id, budget in limits:
+        # The store is the truth: it holds every committed call of the tree,
+        # including those of earlier activations and of concurrent checkpoints.
+        tokens, cost = await store.tree_usage(run_id)
+        reason = budget.exceeded(tokens + extra_tokens, _add_cost(cost, extra_cost))
+        if reason is None:
+            continue
+        if run_id == execution.run_id:
+            who = f"run {run_id} has spent {reason}"
+        else:
+            who = (
+                f"run {execution.run_id} is a child flow of run {run_id}, which has spent {reason}"
+            )
         raise BudgetExceeded(
-            f"run {execution.run_id} has spent {reason}, so this LLM call was not made. "
-            "Catch kitaru.BudgetExceeded to finish without it, or give the run a larger "
-            "budget (rt.start(..., budget=...), @flow(budget=...) or the runtime default)."
+            f"{who} (child flows included), so this LLM call was not made. Catch "
+            "kitaru.BudgetExceeded to finish without it, or give the run a larger budget "
+            "(rt.start(..., budget=...), @flow(budget=...) or the runtime default)."
         )

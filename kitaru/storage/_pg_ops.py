@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING, Any
 from kitaru._errors import StorageError
 
 from ._pg_sql import ACTIVE, ENTRY_COLUMNS, PATCH_FIELDS, RUN_COLUMNS, Queries
-from .base import JournalEntry, Message, RunPatch, RunRecord
+from .base import (
+    JournalEntry,
+    Message,
+    RunPatch,
+    RunRecord,
+    child_prefix_range,
+    sum_tree,
+)
 
 if TYPE_CHECKING:
     from asyncpg import Connection as _Connection
@@ -228,6 +235,14 @@ async def find_runs(conn: Connection, cx: Context, prefix: str, limit: int) -> l
         st = cx.q.sql["find_runs"]
         rows = await conn.fetch(st.sql, *st.args({"low": prefix, "high": high, "limit": limit}))
     return [row[0] for row in rows]
+
+
+async def tree_usage(conn: Connection, cx: Context, run_id: str) -> tuple[int, float | None]:
+    """Tokens and cost of the run and every run below it: a range scan of the primary key."""
+    low, high = child_prefix_range(run_id)
+    st = cx.q.sql["tree_usage"]
+    rows = await conn.fetch(st.sql, *st.args({"id": run_id, "low": low, "high": high}))
+    return sum_tree(run_id, (tuple(row) for row in rows))
 
 
 async def journal_counts(conn: Connection, cx: Context, run_ids: list[str]) -> dict[str, int]:

@@ -122,6 +122,10 @@ _TEMPLATES: dict[str, str] = {
         "ORDER BY id LIMIT $limit::int8"
     ),
     "find_all_runs": "SELECT id FROM {s}.runs ORDER BY id LIMIT $limit::int8",
+    "tree_usage": (
+        "SELECT id, parent_id, input_tokens + output_tokens, cost_usd FROM {s}.runs "
+        "WHERE id = $id::text OR (id >= $low::text AND id < $high::text)"
+    ),
     "existing_runs": "SELECT id FROM {s}.runs WHERE id = ANY($ids::text[])",
     "journal_counts": (
         "SELECT run_id, COUNT(*) FROM {s}.journal WHERE run_id = ANY($run_ids::text[]) "

@@ -17,7 +17,15 @@ from typing import Any
 
 from kitaru._errors import StorageError
 
-from .base import ACTIVE_STATUSES, JournalEntry, Message, RunPatch, RunRecord
+from .base import (
+    ACTIVE_STATUSES,
+    JournalEntry,
+    Message,
+    RunPatch,
+    RunRecord,
+    child_prefix_range,
+    sum_tree,
+)
 
 __all__ = ("PATCH_FIELDS",)
 
@@ -174,6 +182,17 @@ def find_runs(conn: sqlite3.Connection, prefix: str, limit: int) -> list[str]:
         sql = "SELECT id FROM runs WHERE id >= ? AND id < ? ORDER BY id LIMIT ?"
         params = [prefix, upper, limit]
     return [row[0] for row in conn.execute(sql, params)]
+
+
+def tree_usage(conn: sqlite3.Connection, run_id: str) -> tuple[int, float | None]:
+    """Tokens and cost of the run and every run below it: a range scan of the primary key."""
+    low, high = child_prefix_range(run_id)
+    rows = conn.execute(
+        "SELECT id, parent_id, input_tokens + output_tokens, cost_usd FROM runs "
+        "WHERE id = ? OR (id >= ? AND id < ?)",
+        (run_id, low, high),
+    )
+    return sum_tree(run_id, rows)
 
 
 def load_journal(conn: sqlite3.Connection, run_id: str) -> list[JournalEntry]:

@@ -11,7 +11,7 @@ itself never interprets either.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -24,6 +24,9 @@ __all__ = (
     "RunPatch",
     "RunRecord",
     "RunStore",
+    "TreeRow",
+    "child_prefix_range",
+    "sum_tree",
 )
 
 #: Statuses of a run that still has work to do (it can be claimed and resumed).
@@ -184,6 +187,15 @@ class RunStore(Protocol):
         """Ids of runs whose id starts with ``prefix``, in id order (at most ``limit``)."""
         ...
 
+    async def tree_usage(self, run_id: str) -> tuple[int, float | None]:
+        """Tokens (input plus output) and cost spent by the run and every run below it.
+
+        Below it: its child flows' runs, theirs, and so on (``parent_id``
+        links). The cost is ``None`` when no run of the tree has a known cost;
+        an unknown run spent ``(0, None)``.
+        """
+        ...
+
     async def load_journal(self, run_id: str) -> list[JournalEntry]:
         """The run's journal ordered by position."""
         ...
@@ -325,3 +337,40 @@ class ArtifactStore(Protocol):
     async def aclose(self) -> None:
         """Release the filesystem."""
         ...
+
+
+#: ``(id, parent_id, input_tokens + output_tokens, cost_usd)`` of one run.
+TreeRow = tuple[str, str | None, int, float | None]
+
+
+def child_prefix_range(run_id: str) -> tuple[str, str]:
+    """Bounds ``[low, high)`` of the ids that start with ``run_id + "."``.
+
+    A child flow's run id is its parent's id, a dot and a position, so a
+    run's whole tree lies in this range of the primary key (plus the run).
+    """
+    return f"{run_id}.", f"{run_id}/"  # "/" follows "." in every collation kitaru uses
+
+
+def sum_tree(run_id: str, rows: Iterable[TreeRow]) -> tuple[int, float | None]:
+    """What :meth:`RunStore.tree_usage` returns, from the rows of the run's id range.
+
+    The range can hold runs that merely look like descendants (a run started
+    with the id ``"a.1"`` by hand); only those linked by ``parent_id`` count.
+    """
+    frontier: list[TreeRow] = []
+    children: dict[str, list[TreeRow]] = {}
+    for row in rows:
+        if row[0] == run_id:
+            frontier.append(row)
+        elif row[1] is not None:
+            children.setdefault(row[1], []).append(row)
+    tokens = 0
+    cost: float | None = None
+    while frontier:
+        row = frontier.pop()
+        tokens += row[2]
+        if row[3] is not None:
+            cost = row[3] if cost is None else cost + row[3]
+        frontier.extend(children.pop(row[0], ()))
+    return tokens, cost

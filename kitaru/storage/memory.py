@@ -13,7 +13,15 @@ import dataclasses
 from collections.abc import Sequence
 
 from .._errors import StorageError
-from .base import ACTIVE_STATUSES, JournalEntry, Message, RunPatch, RunRecord
+from .base import (
+    ACTIVE_STATUSES,
+    JournalEntry,
+    Message,
+    RunPatch,
+    RunRecord,
+    child_prefix_range,
+    sum_tree,
+)
 
 __all__ = ("MemoryStore",)
 
@@ -120,6 +128,16 @@ class MemoryStore:
     async def find_runs(self, prefix: str, limit: int = 2) -> list[str]:
         """Ids starting with ``prefix``, in id order."""
         return sorted(i for i in self._check().runs if i.startswith(prefix))[:limit]
+
+    async def tree_usage(self, run_id: str) -> tuple[int, float | None]:
+        """Tokens and cost of the run and every run below it (child flows)."""
+        low, high = child_prefix_range(run_id)
+        rows = [
+            (r.id, r.parent_id, r.input_tokens + r.output_tokens, r.cost_usd)
+            for i, r in self._check().runs.items()
+            if i == run_id or low <= i < high
+        ]
+        return sum_tree(run_id, rows)
 
     async def load_journal(self, run_id: str) -> list[JournalEntry]:
         """The run's journal ordered by position."""

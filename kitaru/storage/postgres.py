@@ -350,6 +350,12 @@ class PostgresStore:
         """Ids of runs whose id starts with ``prefix``, in id order (at most ``limit``)."""
         return await self._call("find runs", lambda c, _: ops.find_runs(c, self._cx, prefix, limit))
 
+    async def tree_usage(self, run_id: str) -> tuple[int, float | None]:
+        """Tokens and cost of the run and every run below it (child flows)."""
+        return await self._call(
+            "sum a run's usage", lambda c, _: ops.tree_usage(c, self._cx, run_id)
+        )
+
     async def journal_counts(self, run_ids: Sequence[str]) -> dict[str, int]:
         """Journal sizes of ``run_ids`` (runs without entries are absent)."""
         ids = list(run_ids)

@@ -26,9 +26,7 @@ __all__ = ("Codec", "codec_for", "describe_type")
 # as the constants pydantic reads back (its default writes null, which a
 # float annotation then refuses on replay); models and dataclasses bring
 # their own config, which pydantic refuses to override (handled below).
-_CONFIG = ConfigDict(
-    ser_json_bytes="base64", val_json_bytes="base64", ser_json_inf_nan="constants"
-)
+_CONFIG = ConfigDict(ser_json_bytes="base64", val_json_bytes="base64", ser_json_inf_nan="constants")
 
 
 class Codec:

@@ -198,6 +198,10 @@ class SQLiteStore:
         """Ids of runs starting with ``prefix``, in id order."""
         return await self._read("find runs", lambda c: ops.find_runs(c, prefix, limit))
 
+    async def tree_usage(self, run_id: str) -> tuple[int, float | None]:
+        """Tokens and cost of the run and every run below it (child flows)."""
+        return await self._read("sum a run's usage", lambda c: ops.tree_usage(c, run_id))
+
     async def load_journal(self, run_id: str) -> list[JournalEntry]:
         """The run's journal ordered by position."""
         return await self._read("load a journal", lambda c: ops.load_journal(c, run_id))

@@ -152,6 +152,86 @@ async def test_replays_keep_the_originals_budget(rt: kitaru.Runtime, scripted: S
     assert scripted.count == 2  # the replay's one live call, then the budget
 
 
+@flow
+async def sub_agent(calls: int) -> int:
+    """A child flow with no budget of its own: ``calls`` calls of 10 tokens each."""
+    made = 0
+    try:
+        for i in range(calls):
+            await kitaru.llm(f"sub{i}", model="scripted/m")
+            made += 1
+    except kitaru.BudgetExceeded:
+        pass
+    return made
+
+
+@flow
+async def delegating(calls: int) -> str:
+    """Hands its work to a child flow, then makes one call of its own."""
+    made = await sub_agent(calls)
+    try:
+        await kitaru.llm("own", model="scripted/m")
+    except kitaru.BudgetExceeded as exc:
+        return f"{made} [{exc}]"
+    return f"{made} own"
+
+
+async def test_a_parents_budget_covers_its_child_flows(
+    rt: kitaru.Runtime, scripted: Script
+) -> None:
+    scripted.add("a", "b", "c", "d")
+    run = await rt.start(delegating, 5, budget=Budget(tokens=15))
+    result = await run.result()
+    # The child made two calls (0 and 10 tokens spent before them), then the
+    # tree had spent 20 of 15; the parent's own call is refused as well.
+    assert result.startswith("2 [run ")
+    assert "has spent 20 tokens of its 15-token budget (child flows included)" in result
+    assert scripted.count == 2
+    parent, child = await rt.get_run(run.id), await rt.get_run(f"{run.id}.0")
+    assert parent.usage.input_tokens + parent.usage.output_tokens == 0  # its own calls
+    assert child.usage.input_tokens + child.usage.output_tokens == 20
+
+
+async def test_a_child_is_refused_by_its_parents_budget_with_a_clear_message(
+    rt: kitaru.Runtime, scripted: Script, caplog: pytest.LogCaptureFixture
+) -> None:
+    scripted.add("a", "b", "c")
+
+    @flow
+    async def strict_child() -> str:
+        await kitaru.llm("1", model="scripted/m")
+        await kitaru.llm("2", model="scripted/m")
+        return await kitaru.llm("3", model="scripted/m")
+
+    @flow
+    async def parent() -> str:
+        return await strict_child()
+
+    run = await rt.start(parent, budget={"tokens": 15})
+    with pytest.raises(kitaru.FlowFailed):
+        await run.result()
+    child = await rt.get_run(f"{run.id}.0")
+    assert child.status == "failed" and child.error is not None
+    assert f"is a child flow of run {run.id}, which has spent 20 tokens" in child.error
+    assert scripted.count == 2
+
+
+async def test_a_childs_own_budget_still_applies(rt: kitaru.Runtime, scripted: Script) -> None:
+    scripted.add("a", "b")
+
+    @flow(budget={"tokens": 5})
+    async def frugal() -> int:
+        return await sub_agent(3)
+
+    @flow
+    async def parent() -> int:
+        return await frugal()
+
+    run = await rt.start(parent, budget={"tokens": 1_000})
+    assert await run.result() == 1  # sub_agent (budget-less) is bounded by frugal's 5
+    assert scripted.count == 1
+
+
 async def test_a_version_1_database_gains_the_budget_column(tmp_path: Path) -> None:
     path = tmp_path / "old.db"
     conn = sqlite3.connect(path, isolation_level=None)

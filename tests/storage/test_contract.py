@@ -677,6 +677,29 @@ async def test_find_runs_by_prefix(store: RunStore) -> None:
     assert await store.find_runs("x") == []
 
 
+async def test_tree_usage_sums_a_run_and_the_runs_below_it(store: RunStore) -> None:
+    def spent(run_id: str, tokens: int, cost: float | None, parent: str | None) -> RunRecord:
+        return make_run(
+            run_id, input_tokens=tokens, output_tokens=1, cost_usd=cost, parent_id=parent
+        )
+
+    await add(
+        store,
+        spent("p", 10, None, None),
+        spent("p.1", 20, 0.5, "p"),
+        spent("p.1.3", 30, 0.25, "p.1"),
+        spent("p.2", 40, None, "p"),
+        spent("p.9", 1000, 9.0, None),  # started by hand with a dotted id: not a child
+        spent("p.9.1", 1000, 9.0, "p.9"),
+        spent("px", 1000, 9.0, None),
+        spent("q", 1000, 9.0, None),
+    )
+    assert await store.tree_usage("p") == (104, 0.75)
+    assert await store.tree_usage("p.1") == (52, 0.75)
+    assert await store.tree_usage("p.2") == (41, None)
+    assert await store.tree_usage("nope") == (0, None)
+
+
 async def test_patch_adds_usage_and_sets_metadata(store: RunStore) -> None:
     await add(store, make_run("r1"))
     patch = RunPatch("r1", updated_at=T0 + 1, add_input_tokens=10, add_output_tokens=4)
