@@ -47,13 +47,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, suppress
+from contextlib import AbstractAsyncContextManager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
 from . import _pg_ops as ops
-from ._pg_faults import fault
+from ._pg_faults import discard, fault
 
 if TYPE_CHECKING:
     from ._pg_ops import Connection
@@ -314,9 +314,7 @@ class WriteBatcher:
             return await direct(conn)
         except Exception as exc:
             lost = fault(self._driver, exc) == "lost"
-            if lost:
-                with suppress(self._driver.InterfaceError):
-                    conn.terminate()
+            discard(self._driver, conn, exc)
         finally:
             writer.since = None
         return await call.alone(lost, writer.lease)
@@ -387,9 +385,7 @@ class WriteBatcher:
                 try:
                     await self._write(conn, calls)
                 except Exception as exc:
-                    if fault(asyncpg, exc) == "lost":
-                        with suppress(asyncpg.InterfaceError):
-                            conn.terminate()
+                    discard(asyncpg, conn, exc)
                     raise
         except Exception as exc:
             self.fallbacks += 1

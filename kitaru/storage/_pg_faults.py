@@ -6,9 +6,10 @@ the "Connection faults" section of :mod:`kitaru.storage.postgres`.
 
 from __future__ import annotations
 
+from contextlib import suppress
 from typing import Any, Literal
 
-__all__ = ("Attempt", "advice", "fault", "is_driver_error")
+__all__ = ("Attempt", "advice", "discard", "fault", "is_driver_error")
 
 
 class Attempt:
@@ -51,6 +52,22 @@ def fault(asyncpg: Any, exc: BaseException) -> Literal["lost", "rolled_back"] | 
         # used it: the protocol is still consuming the error of a dying socket.
         return "lost"
     return None
+
+
+def discard(asyncpg: Any, conn: Any, exc: BaseException) -> None:
+    """Close ``conn`` after ``exc`` when it must not be used again.
+
+    A lost connection must not be reused, nor go back to the pool (a closed
+    one was already handed back by asyncpg). asyncpg's own
+    ``command_timeout`` is the exception: asyncpg has asked the server to
+    cancel the statement, and the connection's next use waits for that.
+    Closing it would abandon the cancel request, and the statement, still
+    waiting on the server (for a lock, say), could commit after the call's
+    retry: the write would be applied twice.
+    """
+    if fault(asyncpg, exc) == "lost" and not isinstance(exc, TimeoutError):
+        with suppress(asyncpg.InterfaceError):
+            conn.terminate()
 
 
 def is_driver_error(asyncpg: Any, exc: BaseException) -> bool:

@@ -101,7 +101,6 @@ import secrets
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import suppress
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
@@ -111,7 +110,7 @@ from kitaru._errors import ConfigurationError, StorageError
 from . import _pg_ops as ops
 from ._migrations.postgres import migrate
 from ._pg_batch import Lease, WriteBatcher
-from ._pg_faults import Attempt, advice, fault, is_driver_error
+from ._pg_faults import Attempt, advice, discard, fault, is_driver_error
 from ._pg_listen import Listener
 from ._pg_sql import queries
 from ._pg_url import lock_key, parse_url
@@ -137,6 +136,7 @@ _WARN_EVERY = 5.0
 #: A group-commit connection is closed this long (at most) after the server
 #: should have cancelled a statement that still has no answer: the network died.
 _SILENCE_GRACE = 5.0
+_SHOW_TIMEOUT = "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'"
 _CLOSE_TIMEOUT = 10.0
 #: Concurrent checkpoint writes share transactions (see kitaru.storage._pg_batch).
 GROUP_COMMIT = True
@@ -205,6 +205,9 @@ class PostgresStore:
         #: Bumped by this store's own writes; change_token() adds the listener's count.
         self._version = 0
         self._warned = 0.0
+        #: Whether the server keeps statement_timeout for the group-commit
+        #: connections (``None``: not known yet; see _connect_writer).
+        self._server_timeout: bool | None = None
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._scrub(redact(self.url))!r})"
@@ -660,11 +663,7 @@ class PostgresStore:
                 try:
                     return await op(conn, state.uncertain)
                 except Exception as exc:
-                    if fault(asyncpg, exc) == "lost":
-                        # A broken connection must not go back to the pool (a
-                        # closed one was already handed back by asyncpg).
-                        with suppress(asyncpg.InterfaceError):
-                            conn.terminate()
+                    discard(asyncpg, conn, exc)
                     raise
 
         return await self._retrying(action, attempt, uncertain=uncertain)
@@ -743,19 +742,57 @@ class PostgresStore:
         """A group-commit leader's connection: the server keeps its statement timeout.
 
         See :class:`kitaru.storage._pg_batch.WriteBatcher` for why not asyncpg.
+        A pooler in between (PgBouncer) may refuse the startup parameter, or
+        accept and drop it; either way the connection then gets asyncpg's
+        ``command_timeout`` like the pool's, found out once per store.
         """
         settings = self._settings
-        server_settings = {"application_name": settings.application_name}
-        if settings.command_timeout is not None:
-            ms = max(1, math.ceil(settings.command_timeout * 1000))
-            server_settings["statement_timeout"] = str(ms)
-        conn: Connection = await _driver().connect(
+        limit = settings.command_timeout
+        base = {"application_name": settings.application_name}
+        if limit is not None and self._server_timeout is not False:
+            ms = str(max(1, math.ceil(limit * 1000)))
+            asyncpg = _driver()
+            try:
+                conn: Connection = await asyncpg.connect(
+                    settings.dsn,
+                    timeout=settings.connect_timeout,
+                    statement_cache_size=settings.statement_cache_size,
+                    server_settings={**base, "statement_timeout": ms},
+                )
+            except asyncpg.ProtocolViolationError as exc:
+                if "startup parameter" not in str(exc):
+                    raise
+                self._no_server_timeout(self._describe(exc))
+            else:
+                if self._server_timeout:
+                    return conn
+                try:
+                    held = await conn.fetchval(_SHOW_TIMEOUT)
+                except BaseException:
+                    conn.terminate()
+                    raise
+                if held == ms:
+                    self._server_timeout = True
+                    return conn
+                await _close(conn)
+                self._no_server_timeout(f"the server reports statement_timeout={held} ms")
+        conn = await _driver().connect(
             settings.dsn,
             timeout=settings.connect_timeout,
+            command_timeout=limit,
             statement_cache_size=settings.statement_cache_size,
-            server_settings=server_settings,
+            server_settings=base,
         )
         return conn
+
+    def _no_server_timeout(self, why: str) -> None:
+        self._server_timeout = False
+        log.info(
+            "%s: the server does not keep statement_timeout for the group-commit connections "
+            "(%s; a pooler in between?); they use asyncpg's command_timeout instead",
+            self._where,
+            why,
+        )
 
     async def _connect_listener(self) -> Connection:
         return await self._connect("listener")

@@ -8,7 +8,11 @@ pointed at this proxy instead, and the proxy
   :meth:`TcpProxy.restore` listens again on the same port;
 - :meth:`TcpProxy.cut_next_response` lets the next request through to the
   server but closes that connection before the answer gets back: the
-  statement ran (and committed) but the client cannot know.
+  statement ran (and committed) but the client cannot know;
+- :meth:`TcpProxy.stall_next_response` does the same but keeps the
+  connection open: a network that died silently.
+
+:class:`Pooler` stands in for PgBouncer's handling of startup parameters.
 """
 
 from __future__ import annotations
@@ -123,6 +127,92 @@ class TcpProxy:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
             pass
         tg.cancel_scope.cancel()  # one side ended: close both
+
+
+_SSL_REQUEST = 80877103
+_GSS_REQUEST = 80877104
+_CANCEL_REQUEST = 80877102
+
+
+class Pooler(TcpProxy):
+    """A proxy that treats startup parameters as PgBouncer does.
+
+    ``refuse`` (PgBouncer's default) ends the connection with PgBouncer's
+    error for any parameter outside ``allowed``; ``drop`` (PgBouncer's
+    ``ignore_startup_parameters``) removes them and connects anyway. It
+    answers "no" to an SSL or GSS request, as a pooler without TLS does.
+    """
+
+    def __init__(
+        self,
+        target_host: str,
+        target_port: int,
+        mode: str,
+        allowed: tuple[str, ...] = ("user", "database", "application_name", "client_encoding"),
+    ) -> None:
+        super().__init__(target_host, target_port)
+        self.mode = mode
+        self.allowed = allowed
+        self.refused: list[str] = []
+
+    async def _handle(self, client: SocketStream) -> None:
+        self.accepted += 1
+        async with client:
+            try:
+                packet = await _startup_packet(client)
+                if int.from_bytes(packet[:4], "big") == _CANCEL_REQUEST:
+                    # Passed on as it is (asyncpg cancels a timed-out statement so).
+                    async with await anyio.connect_tcp(*self.target) as upstream:
+                        await upstream.send((len(packet) + 4).to_bytes(4, "big") + packet)
+                    return
+                params = _params(packet)
+                extra = [key for key in params if key not in self.allowed]
+                if extra and self.mode == "refuse":
+                    self.refused += extra
+                    await client.send(_fatal("08P01", f"unsupported startup parameter: {extra[0]}"))
+                    return
+                kept = {k: v for k, v in params.items() if k in self.allowed}
+                upstream = await anyio.connect_tcp(*self.target)
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                return
+            async with upstream, anyio.create_task_group() as tg:
+                await upstream.send(_build(packet[:4], kept))
+                cut, stalled = anyio.Event(), anyio.Event()
+                tg.start_soon(self._pipe, client, upstream, tg, cut, stalled, True)
+                tg.start_soon(self._pipe, upstream, client, tg, cut, stalled, False)
+
+
+async def _read(stream: SocketStream, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        data += await stream.receive(size - len(data))
+    return data
+
+
+async def _startup_packet(client: SocketStream) -> bytes:
+    """The startup message's body (after its length), answering SSL/GSS requests with "N"."""
+    while True:
+        length = int.from_bytes(await _read(client, 4), "big")
+        body = await _read(client, length - 4)
+        if int.from_bytes(body[:4], "big") not in (_SSL_REQUEST, _GSS_REQUEST):
+            return body
+        await client.send(b"N")
+
+
+def _params(body: bytes) -> dict[str, str]:
+    parts = body[4:].split(b"\0")
+    pairs = [p.decode() for p in parts[:-2]] if len(parts) > 2 else []
+    return dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+
+def _build(version: bytes, params: dict[str, str]) -> bytes:
+    body = version + b"".join(f"{k}\0{v}\0".encode() for k, v in params.items()) + b"\0"
+    return (len(body) + 4).to_bytes(4, "big") + body
+
+
+def _fatal(code: str, message: str) -> bytes:
+    fields = f"SFATAL\0VFATAL\0C{code}\0M{message}\0".encode() + b"\0"
+    return b"E" + (len(fields) + 4).to_bytes(4, "big") + fields
 
 
 def via(proxy: TcpProxy, url: str) -> str:

@@ -12,7 +12,7 @@ from kitaru.storage import _pg_ops as ops
 from kitaru.storage._pg_batch import Lease, WriteBatcher, _Call
 from kitaru.storage.base import JournalEntry, RunPatch, RunRecord
 from kitaru.storage.postgres import PostgresStore
-from tests.postgres._proxy import TcpProxy, via
+from tests.postgres._proxy import Pooler, TcpProxy, via
 from tests.postgres._server import admin
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
@@ -208,6 +208,43 @@ async def test_a_statement_past_command_timeout_is_cancelled_and_retried(
         stored = await store.get_run("r")
         assert stored is not None and stored.input_tokens == 7  # applied once
         assert [e.position for e in await store.load_journal("r")] == [0, 1]
+
+
+async def test_behind_a_pooler_the_timeout_falls_back_to_asyncpgs(
+    pooler: Pooler, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # PgBouncer refuses statement_timeout as a startup parameter, or (told to
+    # ignore it) drops it: the group-commit connections then keep
+    # command_timeout with asyncpg, which cancels the statement on the server.
+    caplog.set_level("INFO", logger="kitaru.storage.postgres")
+    url = via(pooler, postgres_url) + "&command_timeout=0.3&listen=off"
+    async with PostgresStore(url) as store:
+        await store.create_run(run("r"))
+        await store.record([entry("r", 0)])
+        assert store._server_timeout is False
+        assert "does not keep statement_timeout" in caplog.text
+        if pooler.mode == "refuse":
+            assert "statement_timeout" in pooler.refused
+        locker = await admin(postgres_url)
+        try:
+            schema = store._settings.schema
+            transaction = locker.transaction()
+            await transaction.start()
+            await locker.execute(f'SELECT 1 FROM "{schema}".runs WHERE id = $1 FOR UPDATE', "r")
+
+            async def unlock_later() -> None:
+                await anyio.sleep(1.0)
+                await transaction.rollback()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(unlock_later)
+                with anyio.fail_after(20):
+                    patch = RunPatch("r", T0 + 1, add_input_tokens=7)
+                    assert await store.record([entry("r", 1)], patch) is True
+        finally:
+            await locker.close()
+        stored = await store.get_run("r")
+        assert stored is not None and stored.input_tokens == 7  # applied once
 
 
 async def test_a_statement_with_no_answer_loses_its_connection_and_is_retried(

@@ -223,3 +223,34 @@ async def test_server_going_away_and_back_loses_and_repeats_nothing(
 
     await run_flows(via(proxy, postgres_url), tmp_path, count=6, n=40, faults=outage)
     assert proxy.accepted > 6  # connections were made again after the outage
+
+
+async def test_a_timed_out_statement_is_cancelled_not_left_to_commit_later(
+    postgres_url: str,
+) -> None:
+    # A pooled write past command_timeout (behind a row lock): asyncpg asks
+    # the server to cancel it. Closing the connection at once would abandon
+    # that request, and each timed-out attempt would still apply its patch
+    # once the lock goes.
+    async with PostgresStore(postgres_url + "&command_timeout=0.3&listen=off") as store:
+        await store.create_run(run("r"))
+        locker = await pg.admin(postgres_url)
+        try:
+            transaction = locker.transaction()
+            await transaction.start()
+            schema = store._settings.schema
+            await locker.execute(f'SELECT 1 FROM "{schema}".runs WHERE id = $1 FOR UPDATE', "r")
+
+            async def unlock_later() -> None:
+                await anyio.sleep(1.0)
+                await transaction.rollback()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(unlock_later)
+                with anyio.fail_after(20):
+                    patched = await store.update_run(RunPatch("r", 2.0, add_input_tokens=7))
+        finally:
+            await locker.close()
+        assert patched is not None
+        stored = await store.get_run("r")
+        assert stored is not None and stored.input_tokens == 7
