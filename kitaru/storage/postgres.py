@@ -74,10 +74,12 @@ failover) or lost on the network never loses or duplicates a write:
   to 2 s), for at most ``retry_for`` seconds (default 30), after which the
   call raises :class:`kitaru.StorageError`; the runtime's supervisor then
   restarts the run from its journal. A statement that runs longer than
-  ``command_timeout`` (a silently dead network) counts as a lost connection;
-  on the group-commit connections the server cancels it instead (its
-  ``statement_timeout``), which rolls it back, and it is retried as such
-  (see :mod:`kitaru.storage._pg_batch`).
+  ``command_timeout`` counts as a lost connection: asyncpg asks the server to
+  cancel it, and the connection waits for that before its next use (closing
+  it at once would abandon the cancel, and a statement waiting for a lock
+  could commit after the retry). On the group-commit connections the server
+  cancels it itself (their ``statement_timeout``) and it is retried as rolled
+  back; see :mod:`kitaru.storage._pg_batch`.
 - asyncpg's exceptions never cross the store boundary: they are wrapped in
   :class:`kitaru.StorageError` with the URL redacted and any password scrubbed
   from the driver's text (the driver exception is chained only when it is
