@@ -21,6 +21,7 @@ __all__ = (
     "ENV",
     "SKIP_REASON",
     "admin",
+    "while_locked",
     "drop_schema",
     "probe",
     "run_sync",
@@ -60,6 +61,34 @@ async def admin(base: str) -> Any:
     import asyncpg
 
     return await asyncpg.connect(parse_url(base).dsn, timeout=5)
+
+
+async def while_locked(
+    base: str, schema: str, run_id: str, seconds: float, op: Callable[[], Awaitable[T]]
+) -> T:
+    """Run ``op`` while another connection holds ``run_id``'s row lock for ``seconds``."""
+    import anyio
+
+    conn = await admin(base)
+    try:
+        transaction = conn.transaction()
+        await transaction.start()
+        await conn.execute(
+            f"SELECT 1 FROM {quote_ident(schema)}.runs WHERE id = $1 FOR UPDATE", run_id
+        )
+        result: list[T] = []
+
+        async def unlock_later() -> None:
+            await anyio.sleep(seconds)
+            await transaction.rollback()
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(unlock_later)
+            with anyio.fail_after(seconds + 20):
+                result.append(await op())
+        return result[0]
+    finally:
+        await conn.close()
 
 
 def probe(base: str) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable
 
 import anyio
 import pytest
@@ -13,7 +14,7 @@ from kitaru.storage._pg_batch import Lease, WriteBatcher, _Call
 from kitaru.storage.base import JournalEntry, RunPatch, RunRecord
 from kitaru.storage.postgres import PostgresStore
 from tests.postgres._proxy import Pooler, TcpProxy, via
-from tests.postgres._server import admin
+from tests.postgres._server import while_locked
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
@@ -186,24 +187,13 @@ async def test_a_statement_past_command_timeout_is_cancelled_and_retried(
     async with PostgresStore(postgres_url + "&command_timeout=0.3&listen=off") as store:
         await store.create_run(run("r"))
         await store.record([entry("r", 0)])  # opens the leader's connection
-        locker = await admin(postgres_url)
-        try:
-            schema = store._settings.schema
-            transaction = locker.transaction()
-            await transaction.start()
-            await locker.execute(f'SELECT 1 FROM "{schema}".runs WHERE id = $1 FOR UPDATE', "r")
+        patch = RunPatch("r", T0 + 1, add_input_tokens=7)
+        schema = store._settings.schema
 
-            async def unlock_later() -> None:
-                await anyio.sleep(1.0)
-                await transaction.rollback()
+        def record() -> Awaitable[bool]:
+            return store.record([entry("r", 1)], patch)
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(unlock_later)
-                with anyio.fail_after(20):
-                    patch = RunPatch("r", T0 + 1, add_input_tokens=7)
-                    assert await store.record([entry("r", 1)], patch) is True
-        finally:
-            await locker.close()
+        assert await while_locked(postgres_url, schema, "r", 1.0, record) is True
         assert "canceling statement due to statement timeout" in caplog.text
         stored = await store.get_run("r")
         assert stored is not None and stored.input_tokens == 7  # applied once
@@ -225,24 +215,13 @@ async def test_behind_a_pooler_the_timeout_falls_back_to_asyncpgs(
         assert "does not keep statement_timeout" in caplog.text
         if pooler.mode == "refuse":
             assert "statement_timeout" in pooler.refused
-        locker = await admin(postgres_url)
-        try:
-            schema = store._settings.schema
-            transaction = locker.transaction()
-            await transaction.start()
-            await locker.execute(f'SELECT 1 FROM "{schema}".runs WHERE id = $1 FOR UPDATE', "r")
+        patch = RunPatch("r", T0 + 1, add_input_tokens=7)
+        schema = store._settings.schema
 
-            async def unlock_later() -> None:
-                await anyio.sleep(1.0)
-                await transaction.rollback()
+        def record() -> Awaitable[bool]:
+            return store.record([entry("r", 1)], patch)
 
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(unlock_later)
-                with anyio.fail_after(20):
-                    patch = RunPatch("r", T0 + 1, add_input_tokens=7)
-                    assert await store.record([entry("r", 1)], patch) is True
-        finally:
-            await locker.close()
+        assert await while_locked(postgres_url, schema, "r", 1.0, record) is True
         stored = await store.get_run("r")
         assert stored is not None and stored.input_tokens == 7  # applied once
 

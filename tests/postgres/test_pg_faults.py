@@ -234,23 +234,11 @@ async def test_a_timed_out_statement_is_cancelled_not_left_to_commit_later(
     # once the lock goes.
     async with PostgresStore(postgres_url + "&command_timeout=0.3&listen=off") as store:
         await store.create_run(run("r"))
-        locker = await pg.admin(postgres_url)
-        try:
-            transaction = locker.transaction()
-            await transaction.start()
-            schema = store._settings.schema
-            await locker.execute(f'SELECT 1 FROM "{schema}".runs WHERE id = $1 FOR UPDATE', "r")
-
-            async def unlock_later() -> None:
-                await anyio.sleep(1.0)
-                await transaction.rollback()
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(unlock_later)
-                with anyio.fail_after(20):
-                    patched = await store.update_run(RunPatch("r", 2.0, add_input_tokens=7))
-        finally:
-            await locker.close()
+        patch = RunPatch("r", 2.0, add_input_tokens=7)
+        schema = store._settings.schema
+        patched = await pg.while_locked(
+            postgres_url, schema, "r", 1.0, lambda: store.update_run(patch)
+        )
         assert patched is not None
         stored = await store.get_run("r")
         assert stored is not None and stored.input_tokens == 7
