@@ -96,7 +96,9 @@ class _Writer:
     (its caller then retries, uncertain, as after any lost connection).
     Closing the connection alone could leave the statement running on the
     server, to commit after the retry; the server's timeout has ended it by
-    then, which is why the watchdog waits longer.
+    then, which is why the watchdog waits longer. Behind a pooler that will
+    not pass ``statement_timeout`` on, the connection has asyncpg's
+    ``command_timeout`` instead (``PostgresStore._connect_writer``).
     """
 
     __slots__ = ("_timer", "conn", "connect", "limit", "since", "where")

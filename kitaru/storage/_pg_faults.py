@@ -30,7 +30,9 @@ def fault(asyncpg: Any, exc: BaseException) -> Literal["lost", "rolled_back"] | 
         return "rolled_back"  # deadlock or serialization failure: nothing was committed
     if isinstance(exc, asyncpg.QueryCanceledError) and "statement timeout" in str(exc):
         # The server's statement_timeout (the group-commit connections' form
-        # of command_timeout) rolled the statement back.
+        # of command_timeout) rolled the statement back. A server whose
+        # messages are not in English reports it in other words: then the
+        # caller gets the error at once instead of a retry.
         return "rolled_back"
     if isinstance(
         exc,

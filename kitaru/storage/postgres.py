@@ -769,7 +769,7 @@ class PostgresStore:
                 if self._server_timeout:
                     return conn
                 try:
-                    held = await conn.fetchval(_SHOW_TIMEOUT)
+                    held = await conn.fetchval(_SHOW_TIMEOUT, timeout=settings.connect_timeout)
                 except BaseException:
                     conn.terminate()
                     raise
