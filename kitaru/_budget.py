@@ -71,7 +71,7 @@ class Budget(BaseModel):
     wherever a Budget does.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     #: Input plus output tokens the run may spend (``None``: no token limit).
     tokens: int | None = Field(default=None, ge=0)

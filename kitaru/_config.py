@@ -42,7 +42,7 @@ __all__ = ("RuntimeConfig", "configure", "resolve_config")
 class RuntimeConfig(BaseModel):
     """Settings of one runtime (frozen once resolved)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
     #: Run store URL: ``sqlite:///path``, ``memory://``, ``postgresql://...``.
     store: str = "sqlite:///.kitaru/kitaru.db"

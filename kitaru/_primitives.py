@@ -28,7 +28,7 @@ T = TypeVar("T")
 class Message(BaseModel, Generic[T]):
     """A message as :func:`kitaru.receive` returns it: the value and who sent it."""
 
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
 
     value: T
     topic: str

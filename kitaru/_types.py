@@ -37,7 +37,7 @@ class RunStatus(StrEnum):
         return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
 
 
-_FROZEN = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+_FROZEN = ConfigDict(frozen=True, arbitrary_types_allowed=True, defer_build=True)
 
 
 class Usage(BaseModel):
@@ -53,7 +53,9 @@ class Usage(BaseModel):
 class WaitInfo(BaseModel):
     """A run's pending wait, as seen from outside."""
 
-    model_config = ConfigDict(frozen=True, validate_by_name=True, serialize_by_alias=True)
+    model_config = ConfigDict(
+        frozen=True, validate_by_name=True, serialize_by_alias=True, defer_build=True
+    )
 
     topic: str
     question: str | None = None
@@ -119,7 +121,7 @@ class RunInfo(BaseModel):
 class RunHandle(BaseModel):
     """A started run: its ``id``, ``await result()`` and ``await info()``."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     id: str
     _runtime: Runtime = PrivateAttr()
