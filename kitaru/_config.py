@@ -27,7 +27,6 @@ rest of the name; it keeps the alias's other parameters),
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -192,6 +191,8 @@ def _from_env() -> dict[str, Any]:
 
 
 def _from_file(folder: Path) -> dict[str, Any]:
+    import tomllib  # here, not at import: most processes never read a config file
+
     toml = folder / "kitaru.toml"
     try:
         if toml.is_file():

@@ -108,7 +108,7 @@ class RunInfo(BaseModel):
     #: Journal entries of the run (also filled when ``checkpoints`` was not loaded).
     checkpoint_count: int = 0
     pending_wait: WaitInfo | None = None
-    usage: Usage = Usage()
+    usage: Usage = Field(default_factory=Usage)
     replay_of: str | None = None
     parent_id: str | None = None
     owner: str | None = None
