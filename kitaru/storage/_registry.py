@@ -93,14 +93,23 @@ async def open_store(url: str) -> RunStore:
     key = _lookup_key(url)
     store = _import(key, url)(url)
     if not isinstance(store, RunStore):
+        missing = [name for name in _PROTOCOL_MEMBERS if not hasattr(store, name)]
         raise ConfigurationError(
-            f"{_describe(_registry[key])} does not implement the RunStore protocol, "
-            f"so it cannot serve {redact(url)!r}"
+            f"{_describe(_registry[key])} does not implement the RunStore protocol "
+            f"(missing: {', '.join(missing) or '?'}), so it cannot serve {redact(url)!r}"
         )
     opener = getattr(store, "open", None)
     if opener is not None:
         await opener()
     return store
+
+
+#: What a store must have (the Protocol's methods), named when one lacks some.
+_PROTOCOL_MEMBERS = sorted(
+    name
+    for name in vars(RunStore)
+    if not name.startswith("_") and callable(getattr(RunStore, name))
+)
 
 
 def _lookup_key(url: str) -> str:

@@ -109,8 +109,9 @@ async def test_target_without_the_class_is_refused() -> None:
 @pytest.mark.anyio
 async def test_target_that_is_not_a_run_store_is_refused() -> None:
     register_store("notstore", "pathlib:PurePath")
-    with pytest.raises(ConfigurationError, match="does not implement the RunStore"):
+    with pytest.raises(ConfigurationError, match="does not implement the RunStore") as caught:
         await open_store("notstore://x")
+    assert "missing: aclose, change_token, claim" in str(caught.value)
 
 
 def test_register_store_refuses_to_clobber_silently() -> None:
