@@ -293,11 +293,14 @@ def record(
     conn: sqlite3.Connection, entries: Sequence[JournalEntry], patch: RunPatch | None
 ) -> bool:
     """Upsert entries (never over a completed one) and apply ``patch``, or nothing."""
-    if patch is not None and not _expected(conn, patch):
+    if patch is None:
+        _write_entries(conn, entries)
+        return True
+    # The guarded UPDATE goes first: if it refuses, nothing was written, and
+    # if it applies, the patched run exists (its entries need no probe).
+    if not _patch_run(conn, patch):
         return False
-    _write_entries(conn, entries)
-    if patch is not None:
-        _patch_run(conn, patch)
+    _write_entries(conn, entries, exists=patch.run_id)
     return True
 
 
@@ -320,7 +323,8 @@ def claim(
         f"AND {_in('status', len(ACTIVE_STATUSES))} AND {_claimable(len(dead), own=True)}"
     )
     params = (owner, lease_until, run_id, *ACTIVE_STATUSES, owner, *dead, now)
-    return get_run(conn, run_id) if conn.execute(sql, params).rowcount else None
+    row = conn.execute(f"{sql} RETURNING {', '.join(RUN_COLUMNS)}", params).fetchone()
+    return None if row is None else RunRecord(*row)
 
 
 def renew_leases(conn: sqlite3.Connection, owner: str, lease_until: float) -> int:
@@ -359,37 +363,39 @@ def consume(
     found = conn.execute("SELECT 1 FROM messages WHERE id = ? AND consumed = 0", (message_id,))
     if found.fetchone() is None:
         return False
-    if patch is not None and not _expected(conn, patch):
+    # Nothing is written before the last check that may refuse (the patch's
+    # guard, applied by its own UPDATE): an op that returns False must leave
+    # the batch's transaction as it found it.
+    if patch is not None and not _patch_run(conn, patch):
         return False
     conn.execute("UPDATE messages SET consumed = 1 WHERE id = ?", (message_id,))
-    _write_entries(conn, () if entry is None else (entry,))
-    if patch is not None:
-        _patch_run(conn, patch)
+    if entry is not None:
+        _write_entries(conn, (entry,), exists=None if patch is None else patch.run_id)
     return True
 
 
 def reset_journal(conn: sqlite3.Connection, patch: RunPatch) -> bool:
     """Delete the run's journal and apply ``patch``, if its status matches."""
-    if not _expected(conn, patch):
+    if not _patch_run(conn, patch):
         return False
     conn.execute("DELETE FROM journal WHERE run_id = ?", (patch.run_id,))
-    _patch_run(conn, patch)
     return True
 
 
-def _expected(conn: sqlite3.Connection, patch: RunPatch) -> bool:
-    row = conn.execute("SELECT status FROM runs WHERE id = ?", (patch.run_id,)).fetchone()
-    return row is not None and row[0] in patch.expect
-
-
-def _write_entries(conn: sqlite3.Connection, entries: Sequence[JournalEntry]) -> None:
+def _write_entries(
+    conn: sqlite3.Connection, entries: Sequence[JournalEntry], exists: str | None = None
+) -> None:
+    """Upsert entries of existing runs (``exists``: a run the caller knows exists)."""
     for run_id in dict.fromkeys(entry.run_id for entry in entries):
+        if run_id == exists:
+            continue
         if conn.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
             raise StorageError(f"cannot record a journal entry for unknown run {run_id}")
     conn.executemany(_UPSERT_ENTRY, [entry_values(entry) for entry in entries])
 
 
 def _patch_run(conn: sqlite3.Connection, patch: RunPatch) -> bool:
+    """Apply ``patch`` if the run's status is in ``patch.expect``; whether it did."""
     params: dict[str, Any] = {
         name: getattr(patch, name) for name in PATCH_FIELDS if name != "expect"
     }

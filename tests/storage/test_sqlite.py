@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiosqlite
@@ -207,6 +207,38 @@ async def test_failing_op_fails_only_its_caller(sqlite_store: SQLiteStore) -> No
     journal = await sqlite_store.load_journal("r1")
     assert [e.position for e in journal] == [p for p in range(100) if p != 50]
     assert sqlite_store.statistics().fallbacks == 1
+
+
+async def test_refused_ops_in_a_batch_write_nothing(sqlite_store: SQLiteStore) -> None:
+    # A guarded op that refuses returns False inside the batch's transaction
+    # (it is not rolled back on its own), so it must refuse before writing.
+    for run_id in ("ok", "done"):
+        await sqlite_store.create_run(run(run_id))
+    await sqlite_store.update_run(RunPatch("done", T0 + 1, status="completed"))
+    message, _ = await sqlite_store.post(Message(0, "done", "t", b"1", T0))
+    waiting = RunPatch("done", T0 + 2, status="running", add_input_tokens=5, expect=("waiting",))
+    results: dict[str, bool] = {}
+
+    async def call(name: str, op: Callable[[], Awaitable[bool]]) -> None:
+        results[name] = await op()
+
+    async with anyio.create_task_group() as tg:
+        for position in range(20):
+            tg.start_soon(
+                call, f"ok{position}", lambda p=position: sqlite_store.record([entry("ok", p)])
+            )
+        tg.start_soon(call, "record", lambda: sqlite_store.record([entry("done", 0)], waiting))
+        tg.start_soon(
+            call, "consume", lambda: sqlite_store.consume(message.id, entry("done", 1), waiting)
+        )
+        tg.start_soon(call, "reset", lambda: sqlite_store.reset_journal(waiting))
+    assert (results.pop("record"), results.pop("consume"), results.pop("reset")) == (False,) * 3
+    assert all(results.values())
+    assert await sqlite_store.load_journal("done") == []
+    done = await sqlite_store.get_run("done")
+    assert done is not None and (done.status, done.input_tokens) == ("completed", 0)
+    assert await sqlite_store.next_message("done", "t") == message
+    assert len(await sqlite_store.load_journal("ok")) == 20
 
 
 @pytest.fixture
