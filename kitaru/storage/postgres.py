@@ -750,42 +750,41 @@ class PostgresStore:
         """
         settings = self._settings
         limit = settings.command_timeout
-        base = {"application_name": settings.application_name}
-        if limit is not None and self._server_timeout is not False:
-            ms = str(max(1, math.ceil(limit * 1000)))
-            asyncpg = _driver()
-            try:
-                conn: Connection = await asyncpg.connect(
-                    settings.dsn,
-                    timeout=settings.connect_timeout,
-                    statement_cache_size=settings.statement_cache_size,
-                    server_settings={**base, "statement_timeout": ms},
-                )
-            except asyncpg.ProtocolViolationError as exc:
-                if "startup parameter" not in str(exc):
-                    raise
-                self._no_server_timeout(self._describe(exc))
-            else:
-                if self._server_timeout:
-                    return conn
-                try:
-                    held = await conn.fetchval(_SHOW_TIMEOUT, timeout=settings.connect_timeout)
-                except BaseException:
-                    conn.terminate()
-                    raise
-                if held == ms:
-                    self._server_timeout = True
-                    return conn
-                await _close(conn)
-                self._no_server_timeout(f"the server reports statement_timeout={held} ms")
-        conn = await _driver().connect(
-            settings.dsn,
-            timeout=settings.connect_timeout,
-            command_timeout=limit,
-            statement_cache_size=settings.statement_cache_size,
-            server_settings=base,
-        )
-        return conn
+        asyncpg = _driver()
+
+        async def connect(command_timeout: float | None, **extra: str) -> Connection:
+            conn: Connection = await asyncpg.connect(
+                settings.dsn,
+                timeout=settings.connect_timeout,
+                command_timeout=command_timeout,
+                statement_cache_size=settings.statement_cache_size,
+                server_settings={"application_name": settings.application_name, **extra},
+            )
+            return conn
+
+        if limit is None or self._server_timeout is False:
+            return await connect(limit)
+        ms = str(max(1, math.ceil(limit * 1000)))
+        try:
+            conn = await connect(None, statement_timeout=ms)
+        except asyncpg.ProtocolViolationError as exc:
+            if "startup parameter" not in str(exc):
+                raise
+            self._no_server_timeout(self._describe(exc))
+            return await connect(limit)
+        if self._server_timeout:
+            return conn
+        try:
+            held = await conn.fetchval(_SHOW_TIMEOUT, timeout=settings.connect_timeout)
+        except BaseException:
+            conn.terminate()
+            raise
+        if held == ms:
+            self._server_timeout = True
+            return conn
+        await _close(conn)
+        self._no_server_timeout(f"the server reports statement_timeout={held} ms")
+        return await connect(limit)
 
     def _no_server_timeout(self, why: str) -> None:
         self._server_timeout = False

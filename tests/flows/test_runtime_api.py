@@ -227,9 +227,7 @@ async def test_list_runs_without_journals_gives_counts(rt: kitaru.Runtime) -> No
     for n in (0, 3):
         await (await rt.start(counted, n)).result()
     full = {info.input["n"]: info for info in await rt.list_runs(flow="counted")}  # type: ignore[index]
-    brief = {
-        info.id: info for info in await rt.list_runs(flow="counted", journal=False)
-    }
+    brief = {info.id: info for info in await rt.list_runs(flow="counted", journal=False)}
     for n, info in full.items():
         summary = brief[info.id]
         assert summary.checkpoint_count == info.checkpoint_count == n + 1

@@ -193,7 +193,7 @@ async def test_a_parents_budget_covers_its_child_flows(
 
 
 async def test_a_child_is_refused_by_its_parents_budget_with_a_clear_message(
-    rt: kitaru.Runtime, scripted: Script, caplog: pytest.LogCaptureFixture
+    rt: kitaru.Runtime, scripted: Script
 ) -> None:
     scripted.add("a", "b", "c")
 

@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import anyio
+
 from kitaru.storage._pg_url import parse_url, quote_ident
 
 __all__ = (
@@ -67,8 +69,6 @@ async def while_locked(
     base: str, schema: str, run_id: str, seconds: float, op: Callable[[], Awaitable[T]]
 ) -> T:
     """Run ``op`` while another connection holds ``run_id``'s row lock for ``seconds``."""
-    import anyio
-
     conn = await admin(base)
     try:
         transaction = conn.transaction()

@@ -178,6 +178,19 @@ async def test_a_cancelled_call_leaves_the_next_one_working(postgres_url: str) -
         assert {100 + p for p in range(30)} <= journal
 
 
+async def patch_while_locked(store: PostgresStore, postgres_url: str) -> None:
+    """Record a patched entry of run "r" while its row is locked for a second; applied once."""
+    patch = RunPatch("r", T0 + 1, add_input_tokens=7)
+
+    def record() -> Awaitable[bool]:
+        return store.record([entry("r", 1)], patch)
+
+    locked = while_locked(postgres_url, store._settings.schema, "r", 1.0, record)
+    assert await locked is True
+    stored = await store.get_run("r")
+    assert stored is not None and stored.input_tokens == 7
+
+
 async def test_a_statement_past_command_timeout_is_cancelled_and_retried(
     postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -187,16 +200,8 @@ async def test_a_statement_past_command_timeout_is_cancelled_and_retried(
     async with PostgresStore(postgres_url + "&command_timeout=0.3&listen=off") as store:
         await store.create_run(run("r"))
         await store.record([entry("r", 0)])  # opens the leader's connection
-        patch = RunPatch("r", T0 + 1, add_input_tokens=7)
-        schema = store._settings.schema
-
-        def record() -> Awaitable[bool]:
-            return store.record([entry("r", 1)], patch)
-
-        assert await while_locked(postgres_url, schema, "r", 1.0, record) is True
+        await patch_while_locked(store, postgres_url)
         assert "canceling statement due to statement timeout" in caplog.text
-        stored = await store.get_run("r")
-        assert stored is not None and stored.input_tokens == 7  # applied once
         assert [e.position for e in await store.load_journal("r")] == [0, 1]
 
 
@@ -215,15 +220,7 @@ async def test_behind_a_pooler_the_timeout_falls_back_to_asyncpgs(
         assert "does not keep statement_timeout" in caplog.text
         if pooler.mode == "refuse":
             assert "statement_timeout" in pooler.refused
-        patch = RunPatch("r", T0 + 1, add_input_tokens=7)
-        schema = store._settings.schema
-
-        def record() -> Awaitable[bool]:
-            return store.record([entry("r", 1)], patch)
-
-        assert await while_locked(postgres_url, schema, "r", 1.0, record) is True
-        stored = await store.get_run("r")
-        assert stored is not None and stored.input_tokens == 7  # applied once
+        await patch_while_locked(store, postgres_url)
 
 
 async def test_a_statement_with_no_answer_loses_its_connection_and_is_retried(
