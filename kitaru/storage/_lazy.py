@@ -1,47 +1,9 @@
-"""An artifact store opened on first use.
+"""Where :class:`LazyArtifacts` was before the artifact store became a package.
 
-Most runs never hold a value above the inline threshold; opening the artifact
-store lazily keeps fsspec out of start-up and recovery time for them.
+Kept so that ``from kitaru.storage._lazy import LazyArtifacts`` goes on
+working; new code imports it from :mod:`kitaru.storage.artifacts`.
 """
 
-from __future__ import annotations
-
-import anyio
-
-from .base import ArtifactStore
+from .artifacts._lazy import LazyArtifacts as LazyArtifacts
 
 __all__ = ("LazyArtifacts",)
-
-
-class LazyArtifacts:
-    """Stands in for the artifact store at ``url`` until it is first needed."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._store: ArtifactStore | None = None
-        self._lock = anyio.Lock()
-
-    async def _open(self) -> ArtifactStore:
-        store = self._store
-        if store is None:
-            async with self._lock:
-                store = self._store
-                if store is None:
-                    from .artifacts import open_artifacts
-
-                    store = self._store = await open_artifacts(self.url)
-        return store
-
-    async def put(self, data: bytes) -> str:
-        """Store ``data``; return its content reference."""
-        return await (await self._open()).put(data)
-
-    async def get(self, ref: str) -> bytes:
-        """Read the bytes under ``ref``."""
-        return await (await self._open()).get(ref)
-
-    async def aclose(self) -> None:
-        """Close the underlying store if it was ever opened."""
-        store, self._store = self._store, None
-        if store is not None:
-            await store.aclose()

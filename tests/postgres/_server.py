@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from kitaru.storage._pg_url import parse_url, quote_ident
+from kitaru.storage.postgres._url import parse_url, quote_ident
 
 __all__ = (
     "ENV",

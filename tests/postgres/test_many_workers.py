@@ -53,8 +53,8 @@ import pytest
 from anyio.abc import Process
 
 from kitaru.storage import RunRecord
-from kitaru.storage._pg_url import parse_url, quote_ident
 from kitaru.storage.postgres import PostgresStore
+from kitaru.storage.postgres._url import parse_url, quote_ident
 from tests.postgres import _server as pg
 from tests.postgres import many_workers_agent as agent
 

@@ -9,10 +9,10 @@ import anyio
 import pytest
 
 from kitaru import StorageError
-from kitaru.storage import _pg_ops as ops
-from kitaru.storage._pg_batch import Lease, WriteBatcher, _Call
 from kitaru.storage.base import JournalEntry, RunPatch, RunRecord
 from kitaru.storage.postgres import PostgresStore
+from kitaru.storage.postgres import _ops as ops
+from kitaru.storage.postgres._batch import Lease, WriteBatcher, _Call
 from tests.postgres._proxy import Pooler, TcpProxy, via
 from tests.postgres._server import while_locked
 

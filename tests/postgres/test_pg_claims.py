@@ -6,9 +6,9 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from kitaru.storage import _pg_ops as ops
 from kitaru.storage.base import RunRecord
 from kitaru.storage.postgres import PostgresStore
+from kitaru.storage.postgres import _ops as ops
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 

@@ -8,9 +8,9 @@ import pytest
 from kitaru._errors import SchemaVersionError, StorageError
 from kitaru.storage import open_store
 from kitaru.storage._migrations.postgres import MIGRATIONS
-from kitaru.storage._pg_url import parse_url, quote_ident
 from kitaru.storage.base import JournalEntry, RunRecord
 from kitaru.storage.postgres import PostgresStore
+from kitaru.storage.postgres._url import parse_url, quote_ident
 from tests.postgres import _server as pg
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]

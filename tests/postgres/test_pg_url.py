@@ -9,11 +9,11 @@ import pytest
 
 from kitaru._errors import ConfigurationError
 from kitaru.storage import RunStore
-from kitaru.storage._pg_ops import patch_applied
-from kitaru.storage._pg_sql import PATCH_FIELDS, queries
-from kitaru.storage._pg_url import lock_key, parse_url
 from kitaru.storage.base import RunPatch, RunRecord
 from kitaru.storage.postgres import PostgresStore
+from kitaru.storage.postgres._ops import patch_applied
+from kitaru.storage.postgres._sql import PATCH_FIELDS, queries
+from kitaru.storage.postgres._url import lock_key, parse_url
 
 
 def test_kitaru_parameters_are_split_from_the_dsn() -> None:

@@ -16,8 +16,8 @@ import anyio
 import pytest
 
 from kitaru._errors import ConfigurationError, StorageError
-from kitaru.storage import artifacts
 from kitaru.storage.artifacts import FsspecArtifactStore, open_artifacts
+from kitaru.storage.artifacts import _store as artifact_store
 from kitaru.storage.base import ArtifactStore
 
 HAS_TRIO = importlib.util.find_spec("trio") is not None
@@ -335,8 +335,8 @@ async def test_local_io_never_blocks_the_event_loop(
 
         return wrapper
 
-    monkeypatch.setattr(artifacts, "_local_put", gated(artifacts._local_put))
-    monkeypatch.setattr(artifacts, "_local_get", gated(artifacts._local_get))
+    monkeypatch.setattr(artifact_store, "local_put", gated(artifact_store.local_put))
+    monkeypatch.setattr(artifact_store, "local_get", gated(artifact_store.local_get))
     results: list[bytes] = []
 
     async def release_when_entered() -> None:
@@ -520,7 +520,7 @@ async def test_async_filesystem_off_asyncio_runs_in_threads(
 ) -> None:
     # Off asyncio (trio), fsspec's async filesystems are built in sync mode and
     # called from worker threads; pretend we are not on asyncio.
-    monkeypatch.setattr(artifacts, "_on_asyncio", lambda: False)
+    monkeypatch.setattr(artifact_store, "_on_asyncio", lambda: False)
     loop_thread = threading.get_ident()
     async with FsspecArtifactStore("kitarutestasync://bucket/sync") as store:
         ref = await store.put(b"sync mode")

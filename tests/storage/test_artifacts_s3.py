@@ -24,8 +24,9 @@ import pytest
 import kitaru
 from kitaru import checkpoint, flow
 from kitaru._errors import ConfigurationError, StorageError
-from kitaru.storage import artifacts
-from kitaru.storage.artifacts import FsspecArtifactStore, _split_options, open_artifacts
+from kitaru.storage.artifacts import FsspecArtifactStore, open_artifacts
+from kitaru.storage.artifacts import _store as artifact_store
+from kitaru.storage.artifacts._options import split_options
 from kitaru.testing import always_evict
 from tests.storage._s3_server import S3Prefix
 
@@ -182,7 +183,7 @@ async def test_off_asyncio_the_s3_filesystem_runs_in_threads(
 ) -> None:
     # On trio, s3fs is built in sync mode and called from worker threads;
     # pretend we are not on asyncio.
-    monkeypatch.setattr(artifacts, "_on_asyncio", lambda: False)
+    monkeypatch.setattr(artifact_store, "_on_asyncio", lambda: False)
     async with FsspecArtifactStore(s3.url) as store:
         ref = await store.put(b"threaded s3")
         assert await store.put(b"threaded s3") == ref
@@ -241,7 +242,7 @@ def test_url_options_are_parsed() -> None:
         "&use_ssl=false&anon=true&max_concurrency=4&region_name=eu-west-1"
         '&config_kwargs={"retries":{"max_attempts":2}}'
     )
-    assert _split_options(url) == (
+    assert split_options(url) == (
         "s3://bucket/some/prefix",
         {
             "endpoint_url": "http://127.0.0.1:9000",
@@ -253,13 +254,13 @@ def test_url_options_are_parsed() -> None:
         },
     )
     chained = "simplecache::s3://bucket/p?endpoint_url=http://h:9000"
-    assert _split_options(chained) == (
+    assert split_options(chained) == (
         "simplecache::s3://bucket/p",
         {"endpoint_url": "http://h:9000"},
     )
     # Paths, file:// and memory:// URLs keep a "?" as part of the path.
     for plain in ("folder/a?b=1", "file:///tmp/a?b=1", "memory://x?y=1", "s3://bucket/p"):
-        assert _split_options(plain) == (plain, {})
+        assert split_options(plain) == (plain, {})
 
 
 @pytest.mark.parametrize(

@@ -18,11 +18,11 @@ import pytest
 
 from kitaru._errors import ConfigurationError, SchemaVersionError, StorageError
 from kitaru.storage import JournalEntry, RunPatch, RunRecord
-from kitaru.storage._group_commit import GroupCommitter
 from kitaru.storage._migrations.sqlite import APPLICATION_ID, MIGRATIONS
-from kitaru.storage._sqlite_ops import PATCH_FIELDS, list_runs_query
 from kitaru.storage.base import Message
 from kitaru.storage.sqlite import SQLiteStore
+from kitaru.storage.sqlite._group_commit import GroupCommitter
+from kitaru.storage.sqlite._ops import PATCH_FIELDS, list_runs_query
 
 pytestmark = pytest.mark.anyio
 

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 from kitaru._errors import SchemaVersionError, StorageError
 
-from .._pg_url import lock_key, quote_ident
+from ..postgres._url import lock_key, quote_ident
 
 if TYPE_CHECKING:
-    from .._pg_ops import Connection
+    from ..postgres._ops import Connection
 
 __all__ = ("MIGRATIONS", "current_version", "migrate")
 

@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from ._pg_url import quote_ident
-from .base import ACTIVE_STATUSES, JournalEntry, Message, RunRecord
+from ..base import ACTIVE_STATUSES, JournalEntry, Message, RunRecord
+from ._url import quote_ident
 
 __all__ = ("PATCH_FIELDS", "Queries", "Statement", "queries")
 
@@ -96,7 +96,7 @@ _UPSERT_ENTRIES = (
     "INSERT INTO {s}.journal AS j ({entry_cols}) SELECT * FROM {source} "
     "ON CONFLICT (run_id, position) DO UPDATE SET {entry_set} WHERE j.status <> 'completed'"
 )
-# Group commit (kitaru.storage._pg_batch): one statement writes a whole
+# Group commit (kitaru.storage.postgres._batch): one statement writes a whole
 # batch. New runs, then the patches (unnest'ed; ``expect`` as comma-joined
 # text, since unnest cannot yield one array per row), then the journal
 # entries: a plain call's always, a guarded call's only if its patch applied.
@@ -351,7 +351,7 @@ class Queries:
             "message_cols": ", ".join(MESSAGE_COLUMNS),
         }
         self.sql = {name: _compile(t.format(**parts)) for name, t in _TEMPLATES.items()}
-        # _pg_ops passes an entry's fields positionally to these.
+        # _ops passes an entry's fields positionally to these.
         for name in ("insert_entry", "insert_seen", "upsert_entry"):
             assert self.sql[name].names == tuple(f"e_{c}" for c in ENTRY_COLUMNS)
         flags = (False, True)

@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from kitaru._errors import StorageError
 
-from ._pg_sql import ACTIVE, ENTRY_COLUMNS, PATCH_FIELDS, RUN_COLUMNS, Queries
-from .base import (
+from ..base import (
     JournalEntry,
     Message,
     RunPatch,
@@ -30,6 +29,7 @@ from .base import (
     child_prefix_range,
     sum_tree,
 )
+from ._sql import ACTIVE, ENTRY_COLUMNS, PATCH_FIELDS, RUN_COLUMNS, Queries
 
 if TYPE_CHECKING:
     from asyncpg import Connection as _Connection

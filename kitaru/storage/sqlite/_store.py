@@ -1,7 +1,7 @@
 """SQLite run store: the embedded default, one file, WAL mode, many readers.
 
 Two connections per store: a writer whose mutations all go through a
-:class:`~kitaru.storage._group_commit.GroupCommitter` (concurrent checkpoints
+:class:`~kitaru.storage.sqlite._group_commit.GroupCommitter` (concurrent checkpoints
 share transactions), and a reader, which WAL lets run alongside the writer.
 Semantics mirror :class:`~kitaru.storage.memory.MemoryStore` exactly; the
 contract suite in ``tests/storage`` holds both to them.
@@ -24,11 +24,11 @@ import anyio
 
 from kitaru._errors import ConfigurationError, StorageError
 
-from . import _sqlite_ops as ops
+from .._migrations.sqlite import current_version, migrate
+from .._url import scheme_of
+from ..base import JournalEntry, Message, RunPatch, RunRecord
+from . import _ops as ops
 from ._group_commit import GroupCommitStatistics, GroupCommitter, run_in_connection
-from ._migrations.sqlite import current_version, migrate
-from ._url import scheme_of
-from .base import JournalEntry, Message, RunPatch, RunRecord
 
 __all__ = ("SQLiteStore",)
 

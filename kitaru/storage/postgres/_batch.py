@@ -52,12 +52,12 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
-from . import _pg_ops as ops
-from ._pg_faults import discard, fault
+from . import _ops as ops
+from ._faults import discard, fault
 
 if TYPE_CHECKING:
-    from ._pg_ops import Connection
-    from .base import JournalEntry, RunPatch, RunRecord
+    from ..base import JournalEntry, RunPatch, RunRecord
+    from ._ops import Connection
 
 __all__ = ("Alone", "Lease", "WriteBatcher")
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 if TYPE_CHECKING:
-    from ._pg_ops import Connection
+    from ._ops import Connection
 
 __all__ = ("Listener",)
 

@@ -1,98 +1,7 @@
-"""PostgreSQL run store: many workers on many machines sharing one database.
+"""The PostgreSQL run store's class: its public methods and how they reach the server.
 
-Built on asyncpg, imported only when a ``postgresql://`` store is opened.
-Semantics mirror :class:`~kitaru.storage.memory.MemoryStore` exactly; the
-contract suite in ``tests/storage`` holds every backend to them.
-
-URL: ``postgresql://user:password@host:5432/database?schema=kitaru&pool_max=10``
-(``postgres://`` and ``postgresql+asyncpg://`` work too). kitaru's own query
-parameters, documented in :mod:`kitaru.storage._pg_url`, are ``schema``,
-``pool_min``, ``pool_max``, ``retry_for``, ``connect_timeout``,
-``command_timeout``, ``statement_cache_size``, ``listen`` and
-``application_name``; every other parameter (``sslmode``, ...) goes to
-asyncpg unchanged.
-
-How it works
-------------
-- **One statement per mutation.** Each write is a single statement (data-
-  modifying CTEs where a write has parts), so it is its own transaction and
-  one round trip; only ``consume`` needs an explicit three-statement
-  transaction. Guarded writes (``RunPatch.expect``) put the status test in the
-  ``UPDATE``'s ``WHERE``, so they are atomic without explicit locks.
-- **Group commit.** Concurrent ``record`` calls (checkpoints, run
-  completions) share transactions, and so do concurrent ``create_run`` calls
-  without a journal: a call that finds nothing in flight runs at once, and
-  the calls that arrive meanwhile go out together when it is done, as one
-  statement, each caller getting its own result
-  (:mod:`kitaru.storage._pg_batch`; ``GROUP_COMMIT = False`` switches it off).
-  Each of the two batchers leads on a connection of its own outside the pool
-  (a checkout costs the client more than the statement), so a store opens at
-  most ``pool_max`` + 2 connections besides the listener's.
-- **Claiming.** ``claim`` is one guarded ``UPDATE ... RETURNING``.
-  ``due`` and ``orphans`` select ``FOR UPDATE SKIP LOCKED``, so a worker never
-  waits for rows another worker is claiming; :meth:`PostgresStore.claim_due`
-  and :meth:`PostgresStore.claim_orphans` select and claim due runs and runs
-  nobody hosts in one statement.
-- **Wake-ups.** ``post`` (and a write that leaves a suspended run with a
-  deadline unhosted) sends ``pg_notify`` in its own transaction, and
-  :meth:`PostgresStore.announce_runnable` sends one when a run was left for
-  any worker. One dedicated connection per store LISTENs and bumps counters,
-  so ``change_token()`` costs no query and
-  :meth:`PostgresStore.wait_for_change` wakes the runtime as soon as the
-  notification arrives, with no polling. Message ids are taken under an
-  advisory lock held until commit, so they become visible in id order.
-
-Connection faults
------------------
-A connection terminated by the server (``pg_terminate_backend``, a restart, a
-failover) or lost on the network never loses or duplicates a write:
-
-- Nothing is retried blindly. A failure while *getting* a connection (refused,
-  server starting up, too many connections) is retried: nothing was sent. So
-  is a transaction the server rolled back (deadlock, serialization failure).
-- A connection lost *while a statement ran* leaves its outcome unknown: the
-  statement may have committed just before the connection broke. The call is
-  retried in "uncertain" mode, where every write is safe to run again:
-
-  * journal upserts, ``claim``, ``renew_leases`` and ``release`` are
-    idempotent (the journal's primary key on ``(run_id, position)`` and "a
-    completed entry is final" make a second write of a checkpoint a no-op);
-  * guarded writes (``record`` with a patch, ``update_run``, ``consume``,
-    ``reset_journal``) first look for their own effects (the patch's
-    ``updated_at`` and fields, the entries, the consumed flag) and report
-    success if they are there; if not they run again, and if the guard then
-    refuses they look once more, because the first attempt may still have
-    been committing on the server (its row lock makes the retry wait for it);
-  * ``create_run`` finding exactly the record it tried to insert, and
-    ``post`` finding the message that carries its per-call nonce, report
-    "created";
-  * ``claim_due`` and ``claim_orphans`` also take back runs already leased
-    to the caller, so runs claimed by a lost first attempt are returned, not
-    stranded.
-
-- The first retry is immediate, later ones back off exponentially (50 ms up
-  to 2 s), for at most ``retry_for`` seconds (default 30), after which the
-  call raises :class:`kitaru.StorageError`; the runtime's supervisor then
-  restarts the run from its journal. A statement that runs longer than
-  ``command_timeout`` counts as a lost connection: asyncpg asks the server to
-  cancel it, and the connection waits for that before its next use (closing
-  it at once would abandon the cancel, and a statement waiting for a lock
-  could commit after the retry). On the group-commit connections the server
-  cancels it itself (their ``statement_timeout``) and it is retried as rolled
-  back; see :mod:`kitaru.storage._pg_batch`.
-- asyncpg's exceptions never cross the store boundary: they are wrapped in
-  :class:`kitaru.StorageError` with the URL redacted and any password scrubbed
-  from the driver's text (the driver exception is chained only when it is
-  free of the password).
-
-Two caveats. Usage increments in a patch (``add_input_tokens``, ...) cannot be
-told apart from earlier ones, so an uncertain patch whose other effects are
-all present counts as applied; the patch's ``updated_at`` (a wall-clock time)
-makes a false match practically impossible. And writes are guarded by the
-run's status, not by its lease owner: a worker cut off from the database for
-longer than the lease lets another worker resume the run meanwhile, and a
-checkpoint both were running may run twice (the journal still keeps the
-first result).
+The design (one statement per mutation, group commit, claiming, wake-ups,
+connection faults) is told in :mod:`kitaru.storage.postgres`.
 """
 
 from __future__ import annotations
@@ -109,20 +18,20 @@ import anyio
 
 from kitaru._errors import ConfigurationError, StorageError
 
-from . import _pg_ops as ops
-from ._migrations.postgres import migrate
-from ._pg_batch import Lease, WriteBatcher
-from ._pg_faults import Attempt, advice, discard, fault, is_driver_error
-from ._pg_listen import Listener
-from ._pg_sql import queries
-from ._pg_url import lock_key, parse_url
-from ._url import redact
-from .base import JournalEntry, Message, RunPatch, RunRecord
+from .._migrations import postgres as migrations
+from .._url import redact
+from ..base import JournalEntry, Message, RunPatch, RunRecord
+from . import _ops as ops
+from ._batch import Lease, WriteBatcher
+from ._faults import Attempt, advice, discard, fault, is_driver_error
+from ._listen import Listener
+from ._sql import queries
+from ._url import lock_key, parse_url
 
 if TYPE_CHECKING:
     from asyncpg import Pool
 
-    from ._pg_ops import Connection
+    from ._ops import Connection
 
 __all__ = ("PostgresStore",)
 
@@ -140,7 +49,7 @@ _WARN_EVERY = 5.0
 _SILENCE_GRACE = 5.0
 _SHOW_TIMEOUT = "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'"
 _CLOSE_TIMEOUT = 10.0
-#: Concurrent checkpoint writes share transactions (see kitaru.storage._pg_batch).
+#: Concurrent checkpoint writes share transactions (see kitaru.storage.postgres._batch).
 GROUP_COMMIT = True
 
 
@@ -197,7 +106,7 @@ class PostgresStore:
             self._describe,
             enabled=settings.listen,
         )
-        # Group commit (kitaru.storage._pg_batch): checkpoints and run
+        # Group commit (kitaru.storage.postgres._batch): checkpoints and run
         # completions share transactions, and so do new runs.
         self._records: WriteBatcher | None = None
         self._starts: WriteBatcher | None = None
@@ -272,7 +181,7 @@ class PostgresStore:
             # and closing the connection releases it whatever happened.
             conn = await self._connect("migrations")
             try:
-                await migrate(conn, settings.schema, self._where)
+                await migrations.migrate(conn, settings.schema, self._where)
             finally:
                 with anyio.CancelScope(shield=True):
                     await _close(conn)
@@ -743,7 +652,7 @@ class PostgresStore:
     async def _connect_writer(self) -> Connection:
         """A group-commit leader's connection: the server keeps its statement timeout.
 
-        See :class:`kitaru.storage._pg_batch.WriteBatcher` for why not asyncpg.
+        See :class:`kitaru.storage.postgres._batch.WriteBatcher` for why not asyncpg.
         A pooler in between (PgBouncer) may refuse the startup parameter, or
         accept and drop it; either way the connection then gets asyncpg's
         ``command_timeout`` like the pool's, found out once per store.

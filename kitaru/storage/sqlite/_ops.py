@@ -17,7 +17,7 @@ from typing import Any
 
 from kitaru._errors import StorageError
 
-from .base import (
+from ..base import (
     ACTIVE_STATUSES,
     JournalEntry,
     Message,

@@ -36,7 +36,7 @@ from urllib.parse import parse_qsl, unquote, urlencode
 
 from kitaru._errors import ConfigurationError
 
-from ._url import redact, scheme_of
+from .._url import redact, scheme_of
 
 __all__ = ("PgSettings", "lock_key", "parse_url", "quote_ident")
 
