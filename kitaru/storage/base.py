@@ -1,4 +1,4 @@
-"""The storage contract: the run store Protocol and the records it moves.
+"""The storage contract: the run store Protocol, its optional capabilities, its records.
 
 Records are frozen, slotted dataclasses rather than pydantic models: they sit on
 the hot path of every checkpoint, and the public pydantic records
@@ -18,12 +18,15 @@ from typing import Protocol, runtime_checkable
 __all__ = (
     "ACTIVE_STATUSES",
     "TERMINAL_STATUSES",
+    "AnnouncesRunnable",
     "ArtifactStore",
+    "BulkClaims",
     "JournalEntry",
     "Message",
     "RunPatch",
     "RunRecord",
     "RunStore",
+    "SignalsChanges",
     "TreeRow",
     "child_prefix_range",
     "sum_tree",
@@ -317,6 +320,108 @@ class RunStore(Protocol):
 
     async def aclose(self) -> None:
         """Release connections; the store cannot be used afterwards."""
+        ...
+
+
+# -- optional capabilities ---------------------------------------------------------------
+#
+# A backend may do more than RunStore asks. Each extra is a Protocol of its
+# own, which the runtime checks with isinstance; a store without it gets the
+# portable path built on RunStore's methods alone.
+
+
+@runtime_checkable
+class BulkClaims(Protocol):
+    """Find and lease many unhosted runs in one call.
+
+    With it, the runtime's sweep for runs nobody hosts and its timer service
+    call :meth:`claim_orphans` and :meth:`claim_due`: one statement each, and
+    workers polling together split the runs between them instead of racing
+    for the same ones. Without it, the runtime lists the candidates with
+    :meth:`RunStore.orphans` or :meth:`RunStore.due` and claims them one by one
+    with :meth:`RunStore.claim` (a claim another worker won returns ``None``).
+    """
+
+    async def claim_due(
+        self,
+        flows: Sequence[str],
+        owner: str,
+        *,
+        now: float,
+        lease_until: float,
+        dead_owners: Sequence[str] = (),
+        limit: int = 1000,
+    ) -> list[RunRecord]:
+        """Lease to ``owner`` the runs :meth:`RunStore.due` would list, most overdue first.
+
+        Runs another worker is claiming at the same moment are skipped, not
+        waited for. Returns the claimed records (owner and lease set).
+        """
+        ...
+
+    async def claim_orphans(
+        self,
+        flows: Sequence[str],
+        owner: str,
+        *,
+        now: float,
+        lease_until: float,
+        dead_owners: Sequence[str] = (),
+        limit: int = 1000,
+    ) -> list[RunRecord]:
+        """Lease to ``owner`` the runs :meth:`RunStore.orphans` would list, oldest first.
+
+        Runs another worker is claiming at the same moment are skipped, not
+        waited for. Returns the claimed records (owner and lease set).
+        """
+        ...
+
+
+@runtime_checkable
+class SignalsChanges(Protocol):
+    """Wake a waiting poller as soon as another process commits something it acts on.
+
+    With it, the runtime's wake service blocks in :meth:`wait_for_change`
+    (PostgreSQL: a LISTEN connection) and fetches new messages only when it
+    returns a new token; and when :meth:`deadline_token` moves (another process
+    left a suspended run with a deadline unhosted) it kicks the timer service
+    at once. Without it, the wake service asks :meth:`RunStore.change_token`
+    every ``poll_interval`` and the timer service finds handed-over deadlines
+    on its next rescan.
+    """
+
+    async def wait_for_change(self, token: int, max_wait: float) -> int:
+        """Wait for a change after ``token``; return the new token.
+
+        ``token`` is a value this method returned before (start with 0). It
+        returns a new token as soon as another process signals a change,
+        else ``token`` itself after ``max_wait`` seconds.
+        """
+        ...
+
+    def deadline_token(self) -> int:
+        """A number that moves when another process handed over a suspended run's deadline."""
+        ...
+
+
+@runtime_checkable
+class AnnouncesRunnable(Protocol):
+    """Tell the workers of other processes that a run waits for any of them.
+
+    With it, a runtime that stores a run it does not host itself (a submitted
+    run, a retry or replay of a flow it does not host) calls
+    :meth:`announce_runnable`, and the wake service of every other process
+    kicks its sweep when :meth:`runnable_token` moves, so the run starts at
+    once. Without it, the run waits for a worker's periodic sweep (every
+    second).
+    """
+
+    async def announce_runnable(self) -> None:
+        """Signal the other processes' runtimes that a run waits for a worker."""
+        ...
+
+    def runnable_token(self) -> int:
+        """A number that moves when another process announced a runnable run."""
         ...
 
 
