@@ -1,21 +1,20 @@
 """kitaru: durable execution for Python agents, built as an async-native actor runtime.
 
-Layering, bottom up: ``kitaru.storage`` (the run store Protocol and its
-backends, artifacts, typed serialisation) knows nothing of flows;
-``kitaru.actors`` hosts live runs on top of a store; the modules here give the
-public surface: ``@flow``, ``@checkpoint``, ``kitaru.runtime()`` and the
-records and errors they return. Everything not re-exported here is private.
+Layering, bottom up (each layer imports only the ones below it; see
+``docs/architecture.md``): the ground modules (``_errors``, ``_types``,
+``_clock``, ``_config``, ``_tracing``); ``kitaru.storage`` (the run store
+Protocol, its backends, artifacts, typed serialisation); ``journal`` (one
+run's journal and the one durable-call routine); ``actors`` (flow actors and
+their supervisor); ``_runtime`` (the Runtime: placement, replay, inspection);
+``_llm``; then the public face here: ``@flow``, ``@checkpoint``, the
+primitives and the records and errors they return; ``integrations`` and the
+command line sit on top. Everything not re-exported here is private.
 """
 
 import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
-from ._artifacts import load as load
-from ._artifacts import log as log
-from ._artifacts import save as save
-from ._budget import Budget as Budget
-from ._checkpoint import Backoff as Backoff
 from ._checkpoint import Checkpoint as Checkpoint
 from ._checkpoint import checkpoint as checkpoint
 from ._config import RuntimeConfig as RuntimeConfig
@@ -40,6 +39,9 @@ from ._errors import StorageError as StorageError
 from ._errors import WaitTimeout as WaitTimeout
 from ._flow import Flow as Flow
 from ._flow import flow as flow
+from ._named import load as load
+from ._named import log as log
+from ._named import save as save
 from ._primitives import Message as Message
 from ._primitives import continue_as_new as continue_as_new
 from ._primitives import receive as receive
@@ -48,6 +50,8 @@ from ._primitives import sleep as sleep
 from ._primitives import wait as wait
 from ._runtime import Runtime as Runtime
 from ._runtime import runtime as runtime
+from ._types import Backoff as Backoff
+from ._types import Budget as Budget
 from ._types import CheckpointInfo as CheckpointInfo
 from ._types import RunHandle as RunHandle
 from ._types import RunInfo as RunInfo

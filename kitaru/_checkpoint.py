@@ -11,58 +11,30 @@ from __future__ import annotations
 
 import functools
 import inspect
-import random
-import time
 import typing
-import weakref
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
 import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from ._budget import usage_patch
-from ._context import CheckpointFrame, FlowFrame, frame_var
 from ._errors import ConfigurationError, SerializationError
-from ._execution import (
-    RETRY,
-    Execution,
-    describe_error,
-    error_record,
-    rebuild_error,
-    retry_history,
-)
 from ._tracing import checkpoint_span
+from ._types import Backoff
+from .journal._context import CheckpointFrame, FlowFrame, frame_var
+from .journal._durable import Call, durable
+from .journal._execution import Execution
+from .journal._failures import describe_error
+from .journal._registry import register_checkpoint
+from .storage.base import JournalEntry
 from .storage.serde import Codec, codec_for
 
-__all__ = ("Backoff", "Checkpoint", "checkpoint", "checkpoints_named")
+__all__ = ("Backoff", "Checkpoint", "checkpoint")
 
 P = ParamSpec("P")
 R = TypeVar("R")
-
-
-@dataclass(frozen=True, slots=True)
-class Backoff:
-    """Exponential backoff between attempts of a failing checkpoint.
-
-    The delay before retry ``n`` (1-based) is ``initial * factor ** (n - 1)``,
-    capped at ``max``, then spread by up to ``jitter`` (a fraction) either way.
-    """
-
-    initial: float = 0.5
-    factor: float = 2.0
-    max: float = 30.0
-    jitter: float = 0.1
-
-    def delay(self, retry: int) -> float:
-        """Seconds to wait before retry number ``retry`` (1-based)."""
-        base = min(self.max, self.initial * self.factor ** (retry - 1))
-        if self.jitter:
-            base *= 1 + random.uniform(-self.jitter, self.jitter)
-        return max(0.0, base)
 
 
 BackoffSpec = float | int | Backoff | Callable[[int], float]
@@ -87,16 +59,6 @@ def _return_annotation(fn: Callable[..., Any], what: str) -> Any:
             "in its annotations importable at module level."
         ) from exc
     return hints.get("return", Any)
-
-
-#: Every checkpoint defined in this process, by name: replay overrides are
-#: checked against the return type of the checkpoint they replace.
-_by_name: dict[str, weakref.WeakSet[Checkpoint[Any, Any]]] = {}
-
-
-def checkpoints_named(name: str) -> list[Checkpoint[Any, Any]]:
-    """The checkpoints of this process recorded under ``name``."""
-    return list(_by_name.get(name, ()))
 
 
 class Checkpoint(Generic[P, R]):
@@ -133,7 +95,9 @@ class Checkpoint(Generic[P, R]):
         self.is_async = inspect.iscoroutinefunction(fn)
         self._codec: Codec | None = None
         functools.update_wrapper(self, fn)
-        _by_name.setdefault(self.name, weakref.WeakSet()).add(self)
+        # Replay overrides are checked against the return type of the
+        # checkpoint they replace, found by name.
+        register_checkpoint(self)
 
     @property
     def codec(self) -> Codec:
@@ -163,68 +127,53 @@ class Checkpoint(Generic[P, R]):
         return self._durable(frame.execution, position, args, kwargs)
 
     async def _durable(self, execution: Execution, position: int, args: Any, kwargs: Any) -> Any:
-        entry = execution.recorded(position, self.name, "checkpoint")
+        async def replay(entry: JournalEntry) -> Any:
+            # The codec is resolved here, not before: a return annotation that
+            # cannot be stored fails the call (recorded) after the body ran.
+            what = f"checkpoint {self.name!r} (run {execution.run_id}, position {position})"
+            return await execution.load(entry, self.codec, what)
 
-        def what() -> str:
-            return f"checkpoint {self.name!r} (run {execution.run_id}, position {position})"
-
-        # Attempts and errors of earlier activations (a retried run), kept in the history.
-        prior = 0
-        errors: list[str] = []
-        if entry is not None:
-            if entry.status == "completed":
-                return await execution.load(entry, self.codec, what)
-            if entry.status != RETRY:
-                raise rebuild_error(self.name, entry.error)
-            prior, errors = retry_history(entry)
-        started = time.time()
-        frame = CheckpointFrame(execution, position, self.name)
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                execution.busy += 1
+        async def live(call: Call) -> Any:
+            frame = CheckpointFrame(execution, position, self.name, call.metadata)
+            what = call.what
+            attempt = 0
+            while True:
+                attempt += 1
+                call.tries = attempt
                 try:
-                    result = await self._attempt(frame, args, kwargs)
-                finally:
-                    execution.busy -= 1
-                data = self.codec.dump(result, what=what)
-                break
-            except SerializationError as exc:
-                await self._commit_failure(execution, frame, started, prior + attempt, errors, exc)
-                raise
-            except Exception as exc:
-                errors.append(describe_error(exc))
-                if attempt > self.retries:
-                    await self._commit_failure(
-                        execution, frame, started, prior + attempt, errors, exc
-                    )
+                    execution.busy += 1
+                    try:
+                        result = await self._attempt(frame, args, kwargs)
+                    finally:
+                        execution.busy -= 1
+                    data = self.codec.dump(result, what=what)
+                    break
+                except SerializationError:
                     raise
-            await anyio.sleep(_delay(self.backoff, attempt))
-        value, ref = await execution.store_value(data)
-        metadata = dict(frame.metadata)
-        if errors:
-            metadata["errors"] = errors
-        await execution.commit(
-            execution.entry(
-                position,
-                self.name,
-                "checkpoint",
-                started_at=started,
-                attempts=prior + attempt,
-                value=value,
-                ref=ref,
-                metadata=metadata,
-            ),
-            # LLM calls made in the body count on the run when the checkpoint commits.
-            usage_patch(execution.run_id, metadata.get("usage")),
+                except Exception as exc:
+                    call.errors.append(describe_error(exc))
+                    if attempt > self.retries:
+                        raise
+                await anyio.sleep(_delay(self.backoff, attempt))
+            call.data = data
+            # Hand back what a replay would return, so live and replayed
+            # executions see the same value (a tuple under ``list[Any]`` comes
+            # back a list).
+            codec = self.codec
+            if codec.exact is not None and type(result) is codec.exact:
+                return result
+            return codec.load(data, what=what)
+
+        return await durable(
+            execution,
+            position,
+            self.name,
+            "checkpoint",
+            live,
+            replay=replay,
+            records_failures=True,
+            label=f"checkpoint {self.name!r}",
         )
-        # Hand back what a replay would return, so live and replayed executions
-        # see the same value (a tuple under ``list[Any]`` comes back a list).
-        codec = self.codec
-        if codec.exact is not None and type(result) is codec.exact:
-            return result
-        return codec.load(data, what=what)
 
     async def _attempt(self, frame: CheckpointFrame, args: Any, kwargs: Any) -> Any:
         token = frame_var.set(frame)
@@ -243,30 +192,6 @@ class Checkpoint(Generic[P, R]):
                 )
         finally:
             frame_var.reset(token)
-
-    async def _commit_failure(
-        self,
-        execution: Execution,
-        frame: CheckpointFrame,
-        started: float,
-        attempts: int,
-        errors: list[str],
-        exc: BaseException,
-    ) -> None:
-        if not errors or errors[-1] != describe_error(exc):
-            errors.append(describe_error(exc))
-        await execution.commit(
-            execution.entry(
-                frame.position,
-                self.name,
-                "checkpoint",
-                started_at=started,
-                attempts=attempts,
-                error=error_record(exc, errors),
-                metadata={**frame.metadata, "errors": errors},
-            ),
-            usage_patch(execution.run_id, frame.metadata.get("usage")),
-        )
 
     def __repr__(self) -> str:
         return f"<checkpoint {self.name}>"

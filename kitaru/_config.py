@@ -32,8 +32,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ._budget import Budget
 from ._errors import ConfigurationError
+from ._types import Budget
 
 __all__ = ("RuntimeConfig", "configure", "resolve_config")
 

@@ -10,7 +10,6 @@ import asyncio
 import functools
 import inspect
 import json
-import time
 import typing
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, ParamSpec, TypeVar, overload
@@ -18,10 +17,13 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import anyio
 import anyio.from_thread
 
-from ._budget import BudgetLike, as_budget
-from ._context import FlowFrame, current_runtime, frame_var
 from ._errors import ConfigurationError, FlowFailed
-from ._execution import Execution, error_record
+from ._runtime._current import current_runtime
+from ._types import BudgetLike, as_budget
+from .journal._context import FlowFrame, frame_var
+from .journal._durable import Call, durable
+from .journal._execution import Execution
+from .storage.base import JournalEntry
 from .storage.serde import Codec, codec_for
 
 __all__ = ("Flow", "flow")
@@ -171,47 +173,36 @@ class Flow(Generic[P, R]):
     ) -> Any:
         # The child's run id is derived from the parent's and the position, so
         # a replayed parent finds the same child instead of starting another.
-        entry = execution.recorded(position, self.name, "flow")
-        what = f"child flow {self.name!r} (run {execution.run_id}, position {position})"
-        if entry is not None:
-            if entry.status == "completed":
-                return await execution.load(entry, self.output_codec, what)
-            info = json.loads(entry.error or b"{}")
-            raise FlowFailed(info.get("run_id", "?"), info.get("message", "failed"))
-        started = time.time()
         child_id = f"{execution.run_id}.{position}"
-        runtime = execution.runtime
-        handle = await runtime._start(self, args, kwargs, run_id=child_id, parent=execution.run_id)
-        try:
-            result = await handle.result()
-        except FlowFailed as exc:
-            error = error_record(exc)
-            error.update(run_id=exc.run_id, message=exc.error)
-            await execution.commit(
-                execution.entry(
-                    position,
-                    self.name,
-                    "flow",
-                    started_at=started,
-                    error=error,
-                    metadata={"run_id": child_id},
+
+        def failed(entry: JournalEntry) -> BaseException:
+            info = json.loads(entry.error or b"{}")
+            return FlowFailed(info.get("run_id", "?"), info.get("message", "failed"))
+
+        async def live(call: Call) -> Any:
+            call.metadata = {"run_id": child_id}
+            try:
+                result = await execution.host.run_child(
+                    self, args, kwargs, run_id=child_id, parent=execution.run_id
                 )
-            )
-            raise
-        data = self.output_codec.dump(result, what=what)
-        value, ref = await execution.store_value(data)
-        await execution.commit(
-            execution.entry(
-                position,
-                self.name,
-                "flow",
-                started_at=started,
-                value=value,
-                ref=ref,
-                metadata={"run_id": child_id},
-            )
+            except FlowFailed as exc:
+                details = {"run_id": exc.run_id, "message": exc.error}
+                call.failure_details = lambda _: details
+                await call.fail(exc)
+                raise
+            call.data = self.output_codec.dump(result, what=call.what)
+            return result
+
+        return await durable(
+            execution,
+            position,
+            self.name,
+            "flow",
+            live,
+            codec=self.output_codec,
+            recorded_failure=failed,
+            label=f"child flow {self.name!r}",
         )
-        return result
 
     def __repr__(self) -> str:
         return f"<flow {self.name}>"

@@ -47,11 +47,8 @@ import anyio.from_thread
 import anyio.to_thread
 
 from . import _llm_guard
-from ._budget import CallUsage
 from ._config import RuntimeConfig, resolve_config
-from ._context import CheckpointFrame, FlowFrame, current_runtime, frame_var
 from ._errors import ConfigurationError, SerializationError
-from ._execution import RETRY
 from ._llm_calls import (
     AttemptLog,
     backoff_of,
@@ -61,13 +58,17 @@ from ._llm_calls import (
     live_outside,
     secrets_of,
 )
+from ._runtime._current import current_runtime
 from ._tracing import Attributes
+from .journal._budget import CallUsage
+from .journal._context import CheckpointFrame, FlowFrame, frame_var
+from .journal._failures import RETRY
 from .storage.serde import Codec, codec_for, describe_type
 
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from ._execution import Execution
+    from .journal._execution import Execution
 
 __all__ = ("llm", "load_litellm", "resolve_model")
 
@@ -278,7 +279,7 @@ class _Call:
         if recorded is None or recorded.status == RETRY:
             await load_litellm()  # before the call's clock starts: the first import takes seconds
         name, attributes = self._span()
-        live = functools.partial(self._live, execution.runtime.config)
+        live = functools.partial(self._live, execution.host.config)
         return await journaled(
             execution,
             position,
@@ -295,7 +296,7 @@ class _Call:
 
     async def in_checkpoint(self, frame: CheckpointFrame) -> Any:
         name, attributes = self._span()
-        live = functools.partial(self._live, frame.execution.runtime.config)
+        live = functools.partial(self._live, frame.execution.host.config)
         return await live_in_checkpoint(frame, live, name, attributes)
 
     async def outside(self) -> Any:

@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from ._budget import CallUsage, add_to_metadata, check_budget, usage_patch
-from ._checkpoint import Backoff
 from ._errors import BudgetExceeded
-from ._execution import RETRY, describe_error, error_record, rebuild_error, retry_history
 from ._tracing import Attributes, span
+from ._types import Backoff
+from .journal._budget import CallUsage, add_to_metadata, check_budget, usage_patch
+from .journal._failures import RETRY, describe_error, error_record, rebuild_error, retry_history
 from .storage.serde import Codec, loads_plain
 
 if TYPE_CHECKING:
     from ._config import RuntimeConfig
-    from ._context import CheckpointFrame
-    from ._execution import Execution
+    from .journal._context import CheckpointFrame
+    from .journal._execution import Execution
 
 __all__ = (
     "AttemptLog",

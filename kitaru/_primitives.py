@@ -14,13 +14,15 @@ from typing import Any, Generic, NoReturn, TypeVar
 import anyio.from_thread
 from pydantic import BaseModel, ConfigDict
 
-from ._context import FlowFrame, current_runtime, require_flow
 from ._errors import NotInFlow
+from ._runtime._current import current_runtime
 from ._tracing import wait_span
-from .actors._mailbox import Received, durable_send, durable_sleep, durable_wait
+from .journal._context import FlowFrame, require_flow
+from .journal._signals import ContinueAsNew
+from .journal._suspend import Received, durable_send, durable_sleep, durable_wait
 from .storage.serde import codec_for
 
-__all__ = ("ContinueAsNew", "Message", "continue_as_new", "receive", "send", "sleep", "wait")
+__all__ = ("Message", "continue_as_new", "receive", "send", "sleep", "wait")
 
 T = TypeVar("T")
 
@@ -173,15 +175,6 @@ def send(run_id: str, value: Any, *, topic: str = "input") -> Awaitable[int | No
         frame, durable_send, frame.execution, position, run_id, value, topic
     )
     return result
-
-
-class ContinueAsNew(BaseException):
-    """Raised by :func:`continue_as_new`; the runtime restarts the run with new arguments."""
-
-    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        super().__init__("continue_as_new")
-        self.args_ = args
-        self.kwargs_ = kwargs
 
 
 def continue_as_new(*args: Any, **kwargs: Any) -> NoReturn:

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-if TYPE_CHECKING:
-    from ._runtime import Runtime
+from ._errors import ConfigurationError
 
 __all__ = (
+    "Backoff",
+    "Budget",
+    "BudgetLike",
     "CheckpointInfo",
     "RunHandle",
     "RunInfo",
     "RunStatus",
     "Usage",
     "WaitInfo",
+    "as_budget",
 )
 
 
@@ -118,16 +124,28 @@ class RunInfo(BaseModel):
     artifacts: dict[str, str] = {}
 
 
+class RunSource(Protocol):
+    """What a :class:`RunHandle` asks about its run (the runtime that started it)."""
+
+    async def result(self, run_id: str) -> Any:
+        """Wait for the run to finish and return its output."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunInfo:
+        """The run's current :class:`RunInfo`."""
+        ...
+
+
 class RunHandle(BaseModel):
     """A started run: its ``id``, ``await result()`` and ``await info()``."""
 
     model_config = ConfigDict(frozen=True, defer_build=True)
 
     id: str
-    _runtime: Runtime = PrivateAttr()
+    _runtime: RunSource = PrivateAttr()
 
     @classmethod
-    def _make(cls, run_id: str, runtime: Runtime) -> RunHandle:
+    def _make(cls, run_id: str, runtime: RunSource) -> RunHandle:
         handle = cls(id=run_id)
         handle._runtime = runtime
         return handle
@@ -146,3 +164,82 @@ class RunHandle(BaseModel):
 
     def __repr__(self) -> str:
         return f"RunHandle(id={self.id!r})"
+
+
+class Budget(BaseModel):
+    """How much a run may spend on LLM calls: tokens, US dollars, or both.
+
+    ``tokens`` counts input plus output tokens. ``cost_usd`` counts the cost
+    litellm's price table (or PydanticAI's) gives each call; calls to models
+    without a known price add nothing to it. A call is refused once the run has
+    spent as much as a limit allows, so the last allowed call can take the run
+    past it.
+
+    Give a run a budget with ``@flow(budget=Budget(tokens=50_000))`` (every
+    run of the flow), ``rt.start(flow, ..., budget=Budget(cost_usd=0.5))`` (one
+    run: stored with it, so it survives restarts), or ``kitaru.configure(
+    budget=...)`` / ``[tool.kitaru.budget]`` (runs with neither). The most
+    specific one applies. A plain dict such as ``{"tokens": 50_000}`` works
+    wherever a Budget does.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+    #: Input plus output tokens the run may spend (``None``: no token limit).
+    tokens: int | None = Field(default=None, ge=0)
+    #: US dollars the run may spend (``None``: no cost limit).
+    cost_usd: float | None = Field(default=None, ge=0)
+
+    def exceeded(self, tokens: int, cost_usd: float | None) -> str | None:
+        """Why a run that spent ``tokens`` and ``cost_usd`` may not call again, else ``None``."""
+        if self.tokens is not None and tokens >= self.tokens:
+            return f"{tokens:,} tokens of its {self.tokens:,}-token budget"
+        if self.cost_usd is not None and (cost_usd or 0.0) >= self.cost_usd:
+            return f"${cost_usd or 0.0:.4f} of its ${self.cost_usd:.4f} budget"
+        return None
+
+    def to_json(self) -> bytes:
+        """The JSON stored with a run."""
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+#: What the ``budget=`` arguments accept.
+BudgetLike = Budget | Mapping[str, Any]
+
+
+def as_budget(value: BudgetLike | None, where: str) -> Budget | None:
+    """``value`` as a :class:`Budget` (``None`` stays ``None``).
+
+    Raises:
+        kitaru.ConfigurationError: not a budget (the message names ``where``).
+    """
+    if value is None or isinstance(value, Budget):
+        return value
+    try:
+        return Budget.model_validate(dict(value))
+    except (ValidationError, TypeError, ValueError) as exc:
+        raise ConfigurationError(
+            f"{where}: {value!r} is not a budget; use kitaru.Budget(tokens=..., cost_usd=...) "
+            f"or a dict with those keys ({exc})"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Exponential backoff between attempts of a failing checkpoint.
+
+    The delay before retry ``n`` (1-based) is ``initial * factor ** (n - 1)``,
+    capped at ``max``, then spread by up to ``jitter`` (a fraction) either way.
+    """
+
+    initial: float = 0.5
+    factor: float = 2.0
+    max: float = 30.0
+    jitter: float = 0.1
+
+    def delay(self, retry: int) -> float:
+        """Seconds to wait before retry number ``retry`` (1-based)."""
+        base = min(self.max, self.initial * self.factor ** (retry - 1))
+        if self.jitter:
+            base *= 1 + random.uniform(-self.jitter, self.jitter)
+        return max(0.0, base)

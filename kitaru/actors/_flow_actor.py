@@ -13,79 +13,28 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 
-from .._context import FlowFrame, frame_var
 from .._errors import StorageError
-from .._execution import Execution, describe_error, error_record
-from .._primitives import ContinueAsNew
 from .._tracing import run_span
+from ..journal._context import FlowFrame, frame_var
+from ..journal._execution import Execution
+from ..journal._failures import describe_error, error_record
+from ..journal._signals import ContinueAsNew, EvictionSignal
 from ..storage.base import RunPatch, RunRecord
 from ..storage.serde import dumps_plain, loads_plain
-from ._mailbox import Evicted as EvictedSignal
+from ._outcomes import Cancelled, Completed, ContinuedAsNew, Evicted, Failed, Infra, Outcome
 
 if TYPE_CHECKING:
-    from .._flow import Flow
-    from .._runtime import Runtime
+    from ..journal._host import Host, HostedFlow
+    from ._supervisor import Supervisor
 
 log = logging.getLogger("kitaru.actor")
 
-__all__ = (
-    "Cancelled",
-    "Completed",
-    "ContinuedAsNew",
-    "Evicted",
-    "Failed",
-    "FlowActor",
-    "Infra",
-    "Outcome",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class Completed:
-    """The flow returned; its value is committed."""
-
-    value: Any
-
-
-@dataclass(frozen=True, slots=True)
-class Failed:
-    """The flow raised; the run is ``failed`` with the error stored."""
-
-    error: BaseException
-
-
-@dataclass(frozen=True, slots=True)
-class Cancelled:
-    """The run was cancelled (by ``rt.cancel`` here or elsewhere)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Evicted:
-    """The run is suspended and was evicted from memory; only its rows remain."""
-
-    #: True when user code caught the eviction signal and carried on.
-    swallowed: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ContinuedAsNew:
-    """The flow restarted itself with new arguments; run it again at once."""
-
-
-@dataclass(frozen=True, slots=True)
-class Infra:
-    """The store (or another part of the runtime) failed; the run may be restarted."""
-
-    error: BaseException
-
-
-Outcome = Completed | Failed | Cancelled | Evicted | ContinuedAsNew | Infra
+__all__ = ("FlowActor",)
 
 
 class FlowActor:
@@ -98,24 +47,27 @@ class FlowActor:
         "execution",
         "flow",
         "holds_slot",
+        "host",
         "live_args",
         "outcome",
         "poked",
         "record",
         "run_id",
-        "runtime",
         "scope",
+        "supervisor",
         "wake",
     )
 
     def __init__(
         self,
-        runtime: Runtime,
+        host: Host,
+        supervisor: Supervisor,
         record: RunRecord,
-        flow: Flow[Any, Any],
+        flow: HostedFlow,
         live_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> None:
-        self.runtime = runtime
+        self.host = host
+        self.supervisor = supervisor
         self.record = record
         self.run_id = record.id
         self.flow = flow
@@ -148,7 +100,7 @@ class FlowActor:
     @asynccontextmanager
     async def suspended(self) -> AsyncIterator[None]:
         """While inside, this run holds no execution slot and counts as resident-idle."""
-        supervisor = self.runtime.supervisor
+        supervisor = self.supervisor
         supervisor.idle(self)
         try:
             yield
@@ -175,18 +127,17 @@ class FlowActor:
                 return await self._execute()
             except StorageError as exc:
                 return Infra(exc)
-            except EvictedSignal:
+            except EvictionSignal:
                 return Evicted()
         return Cancelled()
 
     async def _execute(self) -> Outcome | None:
-        rt = self.runtime
         live_args, self.live_args = self.live_args, None
         if live_args is not None:
             journal: dict[int, Any] = {}
             args, kwargs = live_args
         else:
-            entries = await rt.store.load_journal(self.run_id)
+            entries = await self.host.store.load_journal(self.run_id)
             journal = {e.position: e for e in entries}
             try:
                 args, kwargs = self.flow.decode_input(self.record.input)
@@ -196,11 +147,11 @@ class FlowActor:
             int(item["position"]): item for item in (loads_plain(self.record.wait) or [])
         }
         execution = self.execution = Execution(
-            rt,
-            self.run_id,
-            self.flow.name,
+            self.host,
+            self.record,
+            self.flow,
             journal,
-            actor=self,
+            activation=self,
             suspensions=suspensions,
             metadata=loads_plain(self.record.metadata),
         )
@@ -232,13 +183,13 @@ class FlowActor:
             input=data,
             clear_wait=True,
         )
-        if not await self.runtime.store.reset_journal(patch):
+        if not await self.host.store.reset_journal(patch):
             return Cancelled()
         self.live_args = (sig.args_, sig.kwargs_)
         return ContinuedAsNew()
 
     def _swallowed(self, exc: BaseException | None) -> Outcome:
-        self.runtime.supervisor.swallowed_evictions += 1
+        self.supervisor.swallowed_evictions += 1
         log.error(
             "run %s: the flow caught kitaru's eviction signal (a BaseException) and went on "
             "(%s); its result is discarded and the run stays suspended. Do not catch "
@@ -271,11 +222,10 @@ class FlowActor:
             return fn(*args, **kwargs)
 
         return await anyio.to_thread.run_sync(
-            body, limiter=self.runtime.flow_threads, abandon_on_cancel=True
+            body, limiter=self.supervisor.flow_threads, abandon_on_cancel=True
         )
 
     async def _complete(self, result: Any) -> Outcome | None:
-        rt = self.runtime
         try:
             data = self.flow.output_codec.dump(result, what=f"flow {self.flow.name!r}")
         except Exception as exc:
@@ -291,7 +241,7 @@ class FlowActor:
         )
         if self.execution is not None:
             patch = self.execution.with_metadata(patch)
-        if not await rt.store.record((), patch):
+        if not await self.host.store.record((), patch):
             return await self._superseded()
         # What a reader of the stored output gets, so callers in this process
         # and in others see the same value.
@@ -308,13 +258,13 @@ class FlowActor:
         )
         if self.execution is not None:
             patch = self.execution.with_metadata(patch)
-        if not await self.runtime.store.record((), patch):
+        if not await self.host.store.record((), patch):
             return await self._superseded()
         return Failed(exc)
 
     async def _superseded(self) -> Outcome | None:
         """The run left the active statuses under us: cancelled, or finished elsewhere."""
-        record = await self.runtime.store.get_run(self.run_id)
+        record = await self.host.store.get_run(self.run_id)
         if record is not None and record.status == "cancelled":
             return Cancelled()
         return None  # another activation finished it: the store has the outcome

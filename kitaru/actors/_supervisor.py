@@ -16,37 +16,58 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
 from .._errors import StorageError
+from ..journal._host import Host
 from ..storage.base import RunPatch
-from ._flow_actor import ContinuedAsNew, Evicted, FlowActor, Infra, Outcome
+from ._flow_actor import FlowActor
+from ._outcomes import ContinuedAsNew, Evicted, Infra, Outcome
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-    from .._flow import Flow
-    from .._runtime import Runtime
+    from ..journal._host import HostedFlow
     from ..storage.base import RunRecord
     from ._directory import Directory
 
-__all__ = ("Supervisor",)
+__all__ = ("ActorHost", "Supervisor")
 
 log = logging.getLogger("kitaru.supervisor")
 _RECENT = 1024
 _SUSPENDED = ("waiting", "sleeping")
 
 
+class ActorHost(Host, Protocol):
+    """What the supervisor needs of its host beyond what a running flow does."""
+
+    def claim_unhosted(self, record: RunRecord) -> Awaitable[RunRecord | None]:
+        """Lease an active run nobody live hosts; ``None`` if someone else has it."""
+        ...
+
+    def gave_up(self, run_id: str) -> None:
+        """The supervisor stopped restarting ``run_id``: resume it in a later sweep."""
+        ...
+
+    def kick_timers(self) -> None:
+        """A deadline changed hands: the timer service should look at the store again."""
+        ...
+
+
 class Supervisor:
     """Owns the flow actors of one runtime."""
 
-    def __init__(self, runtime: Runtime, task_group: TaskGroup, directory: Directory) -> None:
-        self._runtime = runtime
+    def __init__(self, host: ActorHost, task_group: TaskGroup, directory: Directory) -> None:
+        self._host = host
         self._tg = task_group
         self._directory = directory
-        config = runtime.config
+        config = host.config
+        #: Limits worker threads for plain-``def`` flow bodies; separate from
+        #: anyio's default pool so sync checkpoints always find a thread.
+        self.flow_threads = anyio.CapacityLimiter(config.sync_flow_threads)
         self._slots = anyio.Semaphore(config.max_live_runs)
         self._max_restarts = config.max_restarts
         self._window = config.restart_window
@@ -70,17 +91,26 @@ class Supervisor:
     def activate(
         self,
         record: RunRecord,
-        flow: Flow[Any, Any],
+        flow: HostedFlow,
         live_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
     ) -> FlowActor:
         """Host ``record``'s run here unless it already is; return its actor."""
         live = self._directory.live
         actor = live.get(record.id)
         if actor is None:
-            actor = FlowActor(self._runtime, record, flow, live_args)
+            actor = FlowActor(self._host, self, record, flow, live_args)
             live[record.id] = actor
             self._tg.start_soon(self._supervise, actor, name=f"kitaru run {record.id}")
         return actor
+
+    @property
+    def resident(self) -> int:
+        """Suspended runs still in memory (idle, waiting for a wake-up)."""
+        return len(self._idle)
+
+    def is_resident(self, run_id: str) -> bool:
+        """True while ``run_id`` is suspended and still in memory."""
+        return run_id in self._idle
 
     # -- residency ---------------------------------------------------------
     def idle(self, actor: FlowActor) -> None:
@@ -140,7 +170,7 @@ class Supervisor:
                         self._window,
                         outcome.error,
                     )
-                    self._runtime.gave_up(actor.run_id)
+                    self._host.gave_up(actor.run_id)
                     outcome = None
                     break
                 restarts.append(now)
@@ -165,14 +195,14 @@ class Supervisor:
             if live.get(actor.run_id) is actor:
                 del live[actor.run_id]
             actor.done.set()
-            self._runtime.events.touch(actor.run_id)
+            self._host.touch(actor.run_id)
 
     async def _evicted(self, actor: FlowActor) -> bool:
         """Give up the lease of an evicted run; True if it must be rehydrated at once."""
         self.evictions += 1
-        store = self._runtime.store
+        store = self._host.store
         patch = RunPatch(
-            actor.run_id, updated_at=self._runtime.clock.now(), release=True, expect=_SUSPENDED
+            actor.run_id, updated_at=self._host.clock.now(), release=True, expect=_SUSPENDED
         )
         try:
             with anyio.CancelScope(shield=True):
@@ -180,10 +210,10 @@ class Supervisor:
         except StorageError as exc:
             log.warning("run %s: could not release its lease after eviction: %s", actor.run_id, exc)
             return False
-        self._runtime.timer_kick.set()  # its deadline is the timer service's now
+        self._host.kick_timers()  # its deadline is the timer service's now
         if record is None or not actor.poked or actor.cancel_requested:
             return False
-        claimed = await self._runtime.claim_unhosted(record)
+        claimed = await self._host.claim_unhosted(record)
         if claimed is None:
             return False
         actor.record = claimed

@@ -66,12 +66,8 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
         "kitaru.integrations.pydantic_ai needs PydanticAI: pip install 'kitaru[pydantic-ai]'"
     ) from _exc
 
-from .._budget import CallUsage, usage_patch
 from .._config import RuntimeConfig
-from .._context import CheckpointFrame, FlowFrame, frame_var
 from .._errors import ConfigurationError, NonDeterminismError
-from .._execution import RETRY, Execution, describe_error, error_record, rebuild_error
-from .._execution import retry_history as _retry_history
 from .._llm_calls import (
     AttemptLog,
     backoff_of,
@@ -80,6 +76,11 @@ from .._llm_calls import (
     live_in_checkpoint,
 )
 from .._tracing import span
+from ..journal._budget import CallUsage, usage_patch
+from ..journal._context import CheckpointFrame, FlowFrame, frame_var
+from ..journal._execution import Execution
+from ..journal._failures import RETRY, describe_error, error_record, rebuild_error
+from ..journal._failures import retry_history as _retry_history
 from ..storage.serde import codec_for, loads_plain
 
 __all__ = ("KitaruAgent", "KitaruModel", "KitaruToolset")
@@ -113,7 +114,7 @@ class KitaruModel(WrapperModel):
                 position,
                 f"{self.prefix}.request",
                 codec=_RESPONSE,
-                live=self._live(once, execution.runtime.config),
+                live=self._live(once, execution.host.config),
                 span_name=f"chat {self.model_name}",
                 span_attributes={
                     **self._attributes(),
@@ -123,7 +124,7 @@ class KitaruModel(WrapperModel):
             )
             return response
         if isinstance(frame, CheckpointFrame):
-            live = self._live(once, frame.execution.runtime.config)
+            live = self._live(once, frame.execution.host.config)
             result: ModelResponse = await live_in_checkpoint(
                 frame, live, f"chat {self.model_name}", self._attributes()
             )

@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import anyio
 
 from .._errors import StorageError
+from ..storage.base import AnnouncesRunnable, BulkClaims, SignalsChanges
 
 if TYPE_CHECKING:
-    from .._runtime import Runtime
-    from ..storage.base import RunRecord
+    from ._placement import Placement
 
 __all__ = ("lease_service", "timer_service", "wake_service")
 
@@ -53,48 +52,48 @@ _SWEEP_BATCH = 100
 _SWEEP_ROUNDS = 100
 
 
-async def lease_service(runtime: Runtime) -> None:
+async def lease_service(placement: Placement) -> None:
     """Renew this runtime's leases and resume orphaned runs, forever."""
-    renew_every = runtime.config.lease_seconds / 3
+    renew_every = placement.config.lease_seconds / 3
     sweep_every = min(_SWEEP, renew_every)
     renewed = anyio.current_time()
-    runtime.sweep_kick = kick = anyio.Event()
+    placement.sweep_kick = kick = anyio.Event()
     while True:
         with anyio.move_on_after(sweep_every):
             await kick.wait()  # a run was left for workers: sweep now
         # A fresh event before sweeping: a kick during the sweep (a run left
         # after it looked) must start the next one at once, not be lost.
-        runtime.sweep_kick = kick = anyio.Event()
+        placement.sweep_kick = kick = anyio.Event()
         try:
             if anyio.current_time() - renewed >= renew_every - sweep_every / 2:
-                await runtime.store.renew_leases(
-                    runtime.owner, runtime.clock.now() + runtime.config.lease_seconds
+                await placement.store.renew_leases(
+                    placement.owner, placement.clock.now() + placement.config.lease_seconds
                 )
                 renewed = anyio.current_time()
             # A full batch means more are waiting: take the next batch after a
             # pause that lets other workers take their share.
             for _ in range(_SWEEP_ROUNDS):
-                if await runtime.recover(limit=_SWEEP_BATCH) < _SWEEP_BATCH:
+                if await placement.recover(limit=_SWEEP_BATCH) < _SWEEP_BATCH:
                     break
                 await anyio.sleep(0.01)
-            await runtime.retry_stalled()
+            await placement.retry_stalled()
         except StorageError as exc:
             log.warning("lease renewal failed (%s); retrying in %.1f s", exc, sweep_every)
 
 
-async def timer_service(runtime: Runtime) -> None:
+async def timer_service(placement: Placement) -> None:
     """Rehydrate evicted runs whose sleep ended or whose wait timed out."""
-    store = runtime.store
-    clock = runtime.clock
+    store = placement.store
+    clock = placement.clock
     woken: set[str] = set()
     while True:
-        runtime.timer_kick = kick = anyio.Event()
+        placement.timer_kick = kick = anyio.Event()
         try:
-            flows = runtime.flow_names
+            flows = placement.flow_names
             now = clock.now()
             nxt = await store.next_wake(flows, now=now) if flows else None
             if nxt is not None and nxt <= now:
-                due = await _wake_due(runtime, flows, now)
+                due = await _wake_due(placement, flows, now)
                 if due:
                     if due <= woken:
                         # The same runs again: they are live (here, or their lease
@@ -112,33 +111,31 @@ async def timer_service(runtime: Runtime) -> None:
             await clock.sleep_until(target, kick)
 
 
-async def _wake_due(runtime: Runtime, flows: list[str], now: float) -> set[str]:
+async def _wake_due(placement: Placement, flows: list[str], now: float) -> set[str]:
     """Rehydrate the runs due at ``now``; the ids of those found."""
-    store = runtime.store
-    claim_due = getattr(store, "claim_due", None)
-    if claim_due is None:
+    store = placement.store
+    if not isinstance(store, BulkClaims):
         ids = await store.due(flows, now=now, limit=_BATCH)
         for run_id in ids:
-            await runtime.wake(run_id)
+            await placement.wake(run_id)
         return set(ids)
-    claimed: list[RunRecord] = await claim_due(
+    claimed = await store.claim_due(
         flows,
-        runtime.owner,
+        placement.owner,
         now=now,
-        lease_until=now + runtime.config.lease_seconds,
+        lease_until=now + placement.config.lease_seconds,
         limit=_BATCH,
     )
     for record in claimed:
-        runtime.host_claimed(record)
+        placement.host_claimed(record)
     return {record.id for record in claimed}
 
 
-async def wake_service(runtime: Runtime) -> None:
+async def wake_service(placement: Placement) -> None:
     """Deliver messages that other processes wrote to the store."""
-    store = runtime.store
-    wait_for_change = getattr(store, "wait_for_change", None)
-    if wait_for_change is not None:
-        await _listen(runtime, wait_for_change)
+    store = placement.store
+    if isinstance(store, SignalsChanges):
+        await _listen(placement, store)
         return
     seen_token: int | None = None
     last_id = 0
@@ -147,59 +144,56 @@ async def wake_service(runtime: Runtime) -> None:
             token = await store.change_token()
             if token != seen_token:
                 seen_token = token
-                last_id = await _deliver(runtime, last_id)
+                last_id = await _deliver(placement, last_id)
         except StorageError as exc:
             log.warning("wake service: %s; retrying", exc)
-        await anyio.sleep(runtime.config.poll_interval)
+        await anyio.sleep(placement.config.poll_interval)
 
 
-async def _listen(
-    runtime: Runtime, wait_for_change: Callable[[int, float], Awaitable[int]]
-) -> None:
+async def _listen(placement: Placement, store: SignalsChanges) -> None:
     """The wake service of a store that signals other processes' commits."""
-    deadline_token: Callable[[], int] | None = getattr(runtime.store, "deadline_token", None)
-    seen_deadlines = deadline_token() if deadline_token is not None else 0
-    runnable_token: Callable[[], int] | None = getattr(runtime.store, "runnable_token", None)
-    seen_runnable = runnable_token() if runnable_token is not None else 0
+    seen_deadlines = store.deadline_token()
+    runnable = store if isinstance(store, AnnouncesRunnable) else None
+    seen_runnable = runnable.runnable_token() if runnable is not None else 0
     signal = 0
     last_id = 0
     fetch = True  # once at the start: messages may predate this runtime
     while True:
         try:
             if fetch:
-                last_id = await _deliver(runtime, last_id)
+                last_id = await _deliver(placement, last_id)
             # Returns at once on a signal; after poll_interval otherwise, with
             # the same token when nothing happened (then nothing is queried).
-            new = await wait_for_change(signal, runtime.config.poll_interval)
+            new = await store.wait_for_change(signal, placement.config.poll_interval)
         except StorageError as exc:
             log.warning("wake service: %s; retrying", exc)
-            await anyio.sleep(runtime.config.poll_interval)
+            await anyio.sleep(placement.config.poll_interval)
             continue
         fetch, signal = new != signal, new
-        if deadline_token is not None and deadline_token() != seen_deadlines:
+        if store.deadline_token() != seen_deadlines:
             # Another process handed a deadline over: the timer service should look.
-            seen_deadlines = deadline_token()
-            runtime.timer_kick.set()
-        if runnable_token is not None and runnable_token() != seen_runnable:
+            seen_deadlines = store.deadline_token()
+            placement.timer_kick.set()
+        if runnable is not None and runnable.runnable_token() != seen_runnable:
             # Another process left a run for workers: the lease service sweeps now.
-            seen_runnable = runnable_token()
-            runtime.sweep_kick.set()
+            seen_runnable = runnable.runnable_token()
+            placement.sweep_kick.set()
 
 
-async def _deliver(runtime: Runtime, last_id: int) -> int:
+async def _deliver(placement: Placement, last_id: int) -> int:
     """Wake the runs that got messages with ids above ``last_id``; the new ``last_id``."""
-    store = runtime.store
+    store = placement.store
     while True:
         messages = await store.messages_after(last_id, limit=_BATCH)
         for message in messages:
             last_id = max(last_id, message.id)
-            if message.id in runtime.posted:
-                runtime.posted.discard(message.id)  # delivered when posted
+            if message.id in placement.posted:
+                placement.posted.discard(message.id)  # delivered when posted
                 continue
-            await runtime.wake(message.run_id, message.topic)
+            await placement.wake(message.run_id, message.topic)
         if len(messages) < _BATCH:
             break
     # Local ids at or below what the store has shown us were either
     # skipped above or consumed before we looked: forget them.
-    runtime.posted.difference_update([i for i in runtime.posted if i <= last_id])
+    placement.posted.difference_update([i for i in placement.posted if i <= last_id])
     return last_id

@@ -8,53 +8,47 @@ runtime can resume its runs at once, and closes the stores in reverse order.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
-import json
 import logging
-import random
+import types
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ._budget import BudgetLike, as_budget
-from ._clock import Clock, SystemClock
-from ._config import RuntimeConfig, resolve_config
-from ._context import runtime_var
-from ._errors import (
+from .._clock import Clock, SystemClock
+from .._config import RuntimeConfig, resolve_config
+from .._errors import (
     ConfigurationError,
     FlowCancelled,
-    FlowFailed,
-    ReplayError,
     RunFinished,
     RunNotFound,
     RuntimeStateError,
 )
+from .._types import Budget, BudgetLike, RunHandle, RunInfo, RunStatus, as_budget
+from ..actors._directory import Directory
+from ..actors._outcomes import Cancelled, Completed, Failed
+from ..actors._supervisor import Supervisor
+from ..journal._host import HostedFlow
+from ..journal._replay_plan import CheckpointRef, Overrides
+from ..journal._suspend import check_against_wait
+from ..storage._lazy import LazyArtifacts
+from ..storage._registry import open_store
+from ..storage.base import ACTIVE_STATUSES, Message, RunPatch, RunRecord, RunStore
+from ..storage.serde import codec_for
+from . import _rerun
+from ._current import runtime_var
 from ._event_bus import EventBus
-from ._flow import Flow
-from ._inspect import run_info
-from ._replay import CheckpointRef, Overrides, plan_replay, retry_entries
-from ._types import RunHandle, RunInfo, RunStatus
-from .actors._directory import Directory
-from .actors._flow_actor import Cancelled, Completed, Failed
-from .actors._mailbox import check_against_wait
-from .actors._supervisor import Supervisor
-from .actors._timers import lease_service, timer_service, wake_service
-from .storage._lazy import LazyArtifacts
-from .storage._registry import open_store
-from .storage.base import ACTIVE_STATUSES, Message, RunPatch, RunRecord, RunStore
-from .storage.serde import codec_for, loads_plain
+from ._inspect import failure, load_output, run_info
+from ._placement import POSTED_MAX, Placement
+from ._services import lease_service, timer_service, wake_service
 
 __all__ = ("Runtime", "runtime")
 
 log = logging.getLogger("kitaru.runtime")
-
-#: Claims ``recover`` keeps in flight at once (below PostgreSQL's default pool of 10).
-_CLAIMS_IN_FLIGHT = 8
 
 
 class _State(enum.Enum):
@@ -69,12 +63,12 @@ class Runtime:
     def __init__(
         self,
         config: RuntimeConfig,
-        flows: Sequence[Flow[Any, Any]] = (),
+        flows: Sequence[HostedFlow] = (),
         clock: Clock | None = None,
     ) -> None:
         self.config = config
         self._state = _State.UNOPENED
-        self._flows: dict[str, Flow[Any, Any]] = {}
+        self._flows: dict[str, HostedFlow] = {}
         for f in flows:
             self._register(f)
         self._directory = Directory()
@@ -82,26 +76,9 @@ class Runtime:
         self._artifacts = LazyArtifacts(config.artifacts)
         self._tg: TaskGroup | None = None
         self._supervisor: Supervisor | None = None
+        self._placement: Placement | None = None
         self._token: Any = None
-        #: Limits worker threads for plain-``def`` flow bodies; separate from
-        #: anyio's default pool so sync checkpoints always find a thread.
-        self.flow_threads = anyio.CapacityLimiter(config.sync_flow_threads)
-        self.clock: Clock = clock or SystemClock()
-        #: Set to make the timer service look at the store's deadlines again.
-        self.timer_kick = anyio.Event()
-        #: Set to make the lease service sweep for runs nobody hosts at once.
-        self.sweep_kick = anyio.Event()
-        #: Runs being claimed for a wake-up right now: one waker at a time, so
-        #: a stale read can never start a second activation of a run.
-        self._waking: set[str] = set()
-        #: Ids of messages this runtime posted and already delivered, so the
-        #: wake service does not deliver them a second time.
-        self.posted: set[int] = set()
-        #: Runs whose message arrived while another owner held their lease:
-        #: run id -> topic, looked at again by the sweep (see retry_stalled).
-        self._stalled: dict[str, str] = {}
-        #: Runs the supervisor gave up on while they are still leased to us.
-        self._given_up: set[str] = set()
+        self._clock: Clock = clock or SystemClock()
         #: Tells live views (the HTTP API's events) that a run changed here.
         self.events = EventBus()
 
@@ -120,13 +97,16 @@ class Runtime:
         except BaseException:
             await self._store.aclose()
             raise
-        self._supervisor = Supervisor(self, tg, self._directory)
+        supervisor = self._supervisor = Supervisor(self, tg, self._directory)
+        placement = self._placement = Placement(
+            self._store, self.config, self._clock, self._directory, supervisor, self._flows
+        )
         self._state = _State.OPEN
         self._token = runtime_var.set(self)
-        tg.start_soon(lease_service, self, name="kitaru lease service")
-        tg.start_soon(wake_service, self, name="kitaru wake service")
-        tg.start_soon(timer_service, self, name="kitaru timer service")
-        await self.recover()
+        tg.start_soon(lease_service, placement, name="kitaru lease service")
+        tg.start_soon(wake_service, placement, name="kitaru wake service")
+        tg.start_soon(timer_service, placement, name="kitaru timer service")
+        await placement.recover()
         return self
 
     async def __aexit__(
@@ -174,6 +154,18 @@ class Runtime:
         return self._artifacts
 
     @property
+    def clock(self) -> Clock:
+        """Where deadlines are read (``kitaru.testing.FakeClock`` in tests)."""
+        return self._clock
+
+    @property
+    def placement(self) -> Placement:
+        """Which runs this runtime hosts and when it claims one (open runtimes only)."""
+        if self._placement is None:
+            raise RuntimeStateError("the runtime is not open; enter it with `async with`")
+        return self._placement
+
+    @property
     def supervisor(self) -> Supervisor:
         """The supervisor of this runtime's actors (open runtimes only)."""
         if self._supervisor is None:
@@ -186,12 +178,70 @@ class Runtime:
         return list(self._flows)
 
     @property
+    def flows(self) -> Mapping[str, HostedFlow]:
+        """The flows this runtime hosts, by name (read-only)."""
+        return types.MappingProxyType(self._flows)
+
+    def is_live(self, run_id: str) -> bool:
+        """True when ``run_id`` executes (or is suspended in memory) in this runtime."""
+        return run_id in self._directory.live
+
+    @property
+    def live_runs(self) -> int:
+        """How many runs have an actor in this runtime right now."""
+        return len(self._directory.live)
+
+    async def run_output(self, record: RunRecord) -> Any:
+        """The decoded output of a completed run's store record."""
+        return await load_output(record, self._artifacts, self._flows)
+
+    # -- what a running flow needs of its host (journal.Host) ----------------
+    def touch(self, run_id: str) -> None:
+        """``run_id`` changed in the store: wake whoever watches it live."""
+        self.events.touch(run_id)
+
+    def flow_budget(self, flow: str) -> Budget | None:
+        """The budget of flow ``flow`` when this runtime hosts it."""
+        known = self._flows.get(flow)
+        return None if known is None else known.budget
+
+    async def run_child(
+        self,
+        flow: HostedFlow,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        run_id: str,
+        parent: str,
+    ) -> Any:
+        """Start (or find) child run ``run_id`` of ``parent`` here and return its output."""
+        handle = await self._start(flow, args, kwargs, run_id=run_id, parent=parent)
+        return await handle.result()
+
+    # -- what the supervisor needs (actors.ActorHost) ------------------------
+    async def claim_unhosted(self, record: RunRecord) -> RunRecord | None:
+        """Lease an active run of a known flow that nobody live hosts; None if taken."""
+        return await self.placement.claim_unhosted(record)
+
+    def gave_up(self, run_id: str) -> None:
+        """The supervisor stopped restarting ``run_id`` (store failures): resume it later."""
+        self.placement.gave_up(run_id)
+
+    def kick_timers(self) -> None:
+        """Make the timer service look at the store's deadlines again."""
+        self.placement.timer_kick.set()
+
+    async def recover(self, limit: int = 1000) -> int:
+        """Resume runs of known flows whose owner is gone; returns how many (see Placement)."""
+        return await self.placement.recover(limit)
+
+    @property
     def owner(self) -> str:
         """This runtime's lease-owner id."""
         return self._directory.owner
 
     # -- flows -------------------------------------------------------------
-    def _register(self, flow: Flow[Any, Any]) -> bool:
+    def _register(self, flow: HostedFlow) -> bool:
         _check_flow(flow)
         known = self._flows.get(flow.name)
         if known is None:
@@ -204,184 +254,10 @@ class Runtime:
             )
         return False
 
-    async def recover(self, limit: int = 1000) -> int:
-        """Resume runs of known flows whose owner is gone; returns how many.
-
-        At most ``limit`` runs are claimed per call. A store that can claim
-        them in one statement (PostgreSQL, skipping rows other workers are
-        claiming) does; otherwise they are claimed in random order, several
-        at a time, so workers sweeping at the same moment share a burst of
-        new runs instead of the first one taking them all.
-        """
-        if not self._flows:
-            return 0
-        store = self.store
-        dead = self._directory.dead_among(await store.owners())
-        for owner in dead:
-            # Their runs become free for everyone: suspended ones then wake on
-            # messages and deadlines like any evicted run.
-            await store.release(owner)
-        now = self.clock.now()
-        lease_until = now + self.config.lease_seconds
-        flows = list(self._flows)
-        resumed = 0
-
-        def host(record: RunRecord | None) -> None:
-            nonlocal resumed
-            if record is not None and record.id not in self._directory.live:
-                log.info("resuming run %s of flow %s", record.id, record.flow)
-                self._activate(record)
-                resumed += 1
-
-        # Runs given up on after store failures are still leased to us.
-        for run_id in list(self._given_up):
-            record = await store.claim(
-                run_id, self.owner, now=now, lease_until=lease_until, dead_owners=[self.owner]
-            )
-            self._given_up.discard(run_id)
-            host(record)
-        claim_orphans = getattr(store, "claim_orphans", None)
-        if claim_orphans is not None:
-            claimed: list[RunRecord] = await claim_orphans(
-                flows, self.owner, now=now, lease_until=lease_until, dead_owners=dead, limit=limit
-            )
-            for record in claimed:
-                host(record)
-            return resumed
-        ids = await store.orphans(flows, now=now, dead_owners=dead)
-        random.shuffle(ids)
-        ids = [run_id for run_id in ids if run_id not in self._directory.live][:limit]
-
-        async def claim(run_id: str) -> None:
-            async with limiter:
-                record = await store.claim(
-                    run_id, self.owner, now=now, lease_until=lease_until, dead_owners=dead
-                )
-            host(record)
-
-        # Claims are independent round trips: several in flight at once, so a
-        # burst of new or orphaned runs starts in a fraction of the serial time.
-        limiter = anyio.CapacityLimiter(_CLAIMS_IN_FLIGHT)
-        async with anyio.create_task_group() as tg:
-            for run_id in ids:
-                tg.start_soon(claim, run_id)
-        return resumed
-
-    def gave_up(self, run_id: str) -> None:
-        """The supervisor stopped restarting ``run_id`` (store failures): resume it later."""
-        self._given_up.add(run_id)
-
-    def _activate(
-        self,
-        record: RunRecord,
-        live_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
-    ) -> None:
-        assert self._supervisor is not None
-        self._supervisor.activate(record, self._flows[record.flow], live_args)
-
-    async def _resume(self, record: RunRecord) -> bool:
-        """Claim and host an active run that nobody live hosts; True if hosted here."""
-        if record.id in self._directory.live:
-            return True
-        if record.status != "running":
-            return False  # suspended runs wake on a message or a deadline, not here
-        claimed = await self.claim_unhosted(record)
-        if claimed is None:
-            return False
-        self._activate(claimed)
-        return True
-
-    async def claim_unhosted(self, record: RunRecord) -> RunRecord | None:
-        """Claim an active run of a known flow that nobody live hosts; None if taken."""
-        if record.flow not in self._flows or record.status not in ACTIVE_STATUSES:
-            return None
-        now = self.clock.now()
-        dead = [record.owner] if record.owner and self._directory.dead_among([record.owner]) else []
-        return await self.store.claim(
-            record.id,
-            self.owner,
-            now=now,
-            lease_until=now + self.config.lease_seconds,
-            dead_owners=dead,
-        )
-
-    async def _announce_runnable(self) -> None:
-        """A run was left for any host of its flow: tell the workers to sweep now."""
-        announce = getattr(self.store, "announce_runnable", None)
-        if announce is not None:
-            await announce()  # other processes (PostgreSQL NOTIFY)
-        self.sweep_kick.set()  # this one, in case it hosts the flow
-
-    def host_claimed(self, record: RunRecord) -> None:
-        """Host a run this runtime has just leased (``store.claim_due``), or poke it if live."""
-        actor = self._directory.live.get(record.id)
-        if actor is not None:
-            actor.poke()  # e.g. still leaving after an eviction: it rehydrates instead
-        elif record.flow in self._flows:
-            self._activate(record)
-
-    async def wake(
-        self, run_id: str, topic: str | None = None, record: RunRecord | None = None
-    ) -> None:
-        """Something arrived for ``run_id``: poke its actor, or rehydrate it here.
-
-        ``topic`` is the message's topic (``None`` for a deadline); ``record``
-        saves a read when the caller has just read the run.
-        """
-        actor = self._directory.live.get(run_id)
-        if actor is not None:
-            actor.poke()
-            return
-        if run_id in self._waking:
-            return  # another waker is claiming it; the activation reads the store
-        self._waking.add(run_id)
-        try:
-            if record is None or not _wants(record, topic):
-                # The caller's copy may predate the run's suspension (a flow that
-                # evicted itself while the message was being posted): read again.
-                record = await self.store.get_run(run_id)
-            if record is None or not _wants(record, topic):
-                return  # running (it reads its mailbox), finished, or a later wait's message
-            claimed = await self.claim_unhosted(record)
-            if claimed is None:
-                if topic is not None and record.flow in self._flows:
-                    self._remember_stalled(run_id, topic)
-            elif run_id not in self._directory.live:
-                self._stalled.pop(run_id, None)
-                self._activate(claimed)
-        finally:
-            self._waking.discard(run_id)
-
-    def _remember_stalled(self, run_id: str, topic: str) -> None:
-        # Another owner holds the run: it consumes the message if it is alive;
-        # if it died, its lease has to lapse first. Look again in the sweep.
-        if len(self._stalled) < _STALLED_MAX:
-            self._stalled[run_id] = topic
-
-    async def retry_stalled(self) -> int:
-        """Wake again the runs whose message arrived while another owner held them.
-
-        A run drops out once it no longer waits for that message (consumed
-        by its owner, or the run moved on); it is hosted here once its
-        owner's lease lapsed. Returns how many runs are still waiting for it.
-        """
-        for run_id, topic in list(self._stalled.items()):
-            record = await self.store.get_run(run_id)
-            if (
-                record is None
-                or record.status not in ("waiting", "sleeping")
-                or topic not in (record.wait_topics or "").split(",")
-                or await self.store.next_message(run_id, topic) is None
-            ):
-                self._stalled.pop(run_id, None)
-                continue
-            await self.wake(run_id, topic, record)
-        return len(self._stalled)
-
     # -- public API ----------------------------------------------------------
     async def start(
         self,
-        flow: Flow[Any, Any],
+        flow: HostedFlow,
         /,
         *args: Any,
         run_id: str | None = None,
@@ -404,7 +280,7 @@ class Runtime:
 
     async def submit(
         self,
-        flow: Flow[Any, Any],
+        flow: HostedFlow,
         /,
         *args: Any,
         run_id: str | None = None,
@@ -431,7 +307,7 @@ class Runtime:
 
     async def _start(
         self,
-        flow: Flow[Any, Any],
+        flow: HostedFlow,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
         *,
@@ -465,16 +341,16 @@ class Runtime:
         if created:
             self.events.touch(stored.id)
             if host:
-                self._activate(stored, (args, kwargs))
+                self.placement.activate(stored, (args, kwargs))
             else:
-                await self._announce_runnable()
+                await self.placement.announce_runnable()
         elif stored.flow != flow.name:
             raise ConfigurationError(
                 f"run id {stored.id!r} already belongs to flow {stored.flow!r}, not "
                 f"{flow.name!r}; choose another run id"
             )
         elif host:
-            await self._resume(stored)
+            await self.placement.resume(stored)
         if newly_known:
             await self.recover()
         return RunHandle._make(stored.id, self)
@@ -500,7 +376,7 @@ class Runtime:
                     return outcome.value
                 if isinstance(outcome, Failed):
                     record = await self.store.get_run(run_id)
-                    raise self._failure(run_id, record, outcome.error)
+                    raise failure(run_id, record, outcome.error)
                 if isinstance(outcome, Cancelled):
                     raise FlowCancelled(run_id)
                 continue  # gave up or stopped: look at the store
@@ -508,42 +384,18 @@ class Runtime:
             if record is None:
                 raise RunNotFound(run_id)
             if record.status == "completed":
-                return await self._output(record)
+                return await self.run_output(record)
             if record.status == "failed":
-                raise self._failure(run_id, record, None)
+                raise failure(run_id, record, None)
             if record.status == "cancelled":
                 raise FlowCancelled(run_id)
-            if await self._resume(record):
+            if await self.placement.resume(record):
                 continue
             # Suspended, hosted elsewhere, or its flow is unknown here: watch
             # for runs finishing here, and the store now and then.
             with anyio.move_on_after(delay):
                 await self.supervisor.finished.wait()
             delay = min(delay * 2, 1.0)
-
-    def _failure(
-        self, run_id: str, record: RunRecord | None, original: BaseException | None
-    ) -> FlowFailed:
-        info = loads_plain(record.error_info) if record is not None else None
-        info = info or {}
-        return FlowFailed(
-            run_id,
-            record.error if record is not None and record.error else str(original),
-            error_type=info.get("type"),
-            traceback=info.get("traceback"),
-            original=original,
-        )
-
-    async def _output(self, record: RunRecord) -> Any:
-        data = record.output
-        if data is None and record.output_ref is not None:
-            data = await self._artifacts.get(record.output_ref)
-        if data is None:
-            return None
-        flow = self._flows.get(record.flow)
-        if flow is None:
-            return json.loads(data)
-        return flow.output_codec.load(data, what=f"output of run {record.id}")
 
     async def get_run(self, run_id: str) -> RunInfo:
         """Everything known about a run.
@@ -555,7 +407,7 @@ class Runtime:
         record = await self.store.get_run(run_id)
         if record is None:
             raise RunNotFound(run_id)
-        return await run_info(self, record)
+        return await self._info(record)
 
     async def list_runs(
         self,
@@ -579,8 +431,14 @@ class Runtime:
         records = await self.store.list_runs(status=status, flow=flow, limit=limit, before=before)
         if not journal:
             counts = await self.store.journal_counts([r.id for r in records])
-            return [await run_info(self, r, counts.get(r.id, 0)) for r in records]
-        return [await run_info(self, r) for r in records]
+            return [await self._info(r, counts.get(r.id, 0)) for r in records]
+        return [await self._info(r) for r in records]
+
+    async def _info(self, record: RunRecord, count: int | None = None) -> RunInfo:
+        """``record`` as a RunInfo: with its journal, or a summary when ``count`` is given."""
+        journal = await self.store.load_journal(record.id) if count is None else None
+        output = await self.run_output(record) if record.status == "completed" else None
+        return run_info(record, journal, output=output, count=count)
 
     async def send(
         self,
@@ -621,9 +479,10 @@ class Runtime:
             Message(0, run_id, topic, payload, self.clock.now(), sender=sender, key=key)
         )
         if created:
-            if len(self.posted) < _POSTED_MAX:
-                self.posted.add(message.id)
-            await self.wake(run_id, topic, record)
+            placement = self.placement
+            if len(placement.posted) < POSTED_MAX:
+                placement.posted.add(message.id)
+            await placement.wake(run_id, topic, record)
         return message.id
 
     async def find_run(self, prefix: str) -> str:
@@ -682,51 +541,7 @@ class Runtime:
                 does not fit, or is at or after the replay point (nothing is created).
         """
         self._check_open()
-        record = await self.store.get_run(run_id)
-        if record is None:
-            raise RunNotFound(run_id)
-        journal = await self.store.load_journal(run_id)
-        plan = plan_replay(
-            journal,
-            run_id=run_id,
-            from_checkpoint=from_checkpoint,
-            overrides=overrides or {},
-            inline_threshold=self.config.inline_threshold,
-        )
-        new_id = uuid.uuid4().hex
-        entries = []
-        for entry in plan.entries:
-            data = plan.large.get(entry.position)
-            ref = entry.ref if data is None else await self._artifacts.put(data)
-            entries.append(dataclasses.replace(entry, run_id=new_id, ref=ref))
-        now = self.clock.now()
-        hosted = record.flow in self._flows
-        new = RunRecord(
-            id=new_id,
-            flow=record.flow,
-            status="running",
-            created_at=now,
-            updated_at=now,
-            input=record.input,
-            owner=self.owner if hosted else None,
-            lease_until=now + self.config.lease_seconds if hosted else None,
-            replay_of=run_id,
-            budget=record.budget,
-        )
-        stored, _ = await self.store.create_run(new, entries)
-        self.events.touch(new_id)
-        log.info(
-            "replaying run %s as %s from position %d (%d entries reused)",
-            run_id,
-            new_id,
-            plan.live_from,
-            len(entries),
-        )
-        if hosted:
-            self._activate(stored)
-        else:
-            await self._announce_runnable()
-        return RunHandle._make(new_id, self)
+        return await _rerun.replay(self, run_id, from_checkpoint, overrides)
 
     async def retry(self, run_id: str) -> RunHandle:
         """Resume a failed run in place from its failure point.
@@ -741,31 +556,7 @@ class Runtime:
             kitaru.ReplayError: the run has not failed (nothing is changed).
         """
         self._check_open()
-        record = await self.store.get_run(run_id)
-        if record is None:
-            raise RunNotFound(run_id)
-        if record.status != "failed":
-            raise ReplayError(
-                f"run {run_id} is {record.status}; only failed runs can be retried "
-                "(use replay to run a finished run again)"
-            )
-        marked = retry_entries(await self.store.load_journal(run_id))
-        patch = RunPatch(
-            run_id,
-            updated_at=self.clock.now(),
-            status="running",
-            clear_error=True,
-            expect=("failed",),
-        )
-        if not await self.store.record(marked, patch):
-            raise ReplayError(f"run {run_id} changed while it was being retried; try again")
-        self.events.touch(run_id)
-        self.supervisor.recent.pop(run_id, None)
-        log.info("retrying run %s (%d failed calls run again)", run_id, len(marked))
-        updated = await self.store.get_run(run_id)
-        if updated is not None and not await self._resume(updated):
-            await self._announce_runnable()
-        return RunHandle._make(run_id, self)
+        return await _rerun.retry(self, run_id)
 
     async def cancel(self, run_id: str) -> bool:
         """Cancel an unfinished run; returns False if it had already finished.
@@ -789,18 +580,11 @@ class Runtime:
         return True
 
 
-def _wants(record: RunRecord, topic: str | None) -> bool:
-    """True if ``record`` is suspended and a message on ``topic`` (or a deadline) wakes it."""
-    if record.status not in ("waiting", "sleeping"):
-        return False
-    return topic is None or topic in (record.wait_topics or "").split(",")
-
-
 def runtime(
     *,
     store: str | None = None,
     artifacts: str | None = None,
-    flows: Sequence[Flow[Any, Any]] = (),
+    flows: Sequence[HostedFlow] = (),
     clock: Clock | None = None,
     **settings: Any,
 ) -> Runtime:
@@ -823,15 +607,16 @@ def runtime(
     return Runtime(config, flows, clock)
 
 
-#: Bound on runs remembered by ``retry_stalled``.
-_STALLED_MAX = 100_000
-#: Bound on remembered local message ids (beyond it, the wake service merely
-#: pokes some runs twice, which is harmless).
-_POSTED_MAX = 100_000
+@runtime_checkable
+class _Startable(Protocol):
+    """The methods a decorated flow has and a plain function lacks (checked on start)."""
+
+    def encode_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes: ...
+    def decode_input(self, data: bytes | None) -> tuple[tuple[Any, ...], dict[str, Any]]: ...
 
 
 def _check_flow(flow: object) -> None:
-    if not isinstance(flow, Flow):
+    if not isinstance(flow, _Startable):
         raise TypeError(
             f"expected a @flow-decorated function, got {flow!r}; decorate it with @kitaru.flow"
         )

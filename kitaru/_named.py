@@ -11,18 +11,20 @@ latest artifact of that name a run saved and decodes it.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 import anyio.from_thread
 
-from ._context import CheckpointFrame, FlowFrame, current_runtime, frame_var
 from ._errors import ArtifactNotFound, NotInFlow, RunNotFound, SerializationError
+from ._runtime._current import current_runtime
+from ._runtime._inspect import find_artifacts
+from .journal._context import CheckpointFrame, FlowFrame, frame_var
+from .journal._durable import Call, durable
 from .storage.base import JournalEntry
 from .storage.serde import codec_for, dumps_plain, loads_plain
 
-__all__ = ("find_artifacts", "load", "log", "save")
+__all__ = ("load", "log", "save")
 
 T = TypeVar("T")
 
@@ -87,7 +89,7 @@ def save(name: str, value: Any) -> Awaitable[str]:
     if isinstance(frame, CheckpointFrame):
 
         async def in_checkpoint() -> str:
-            ref = await execution.runtime.artifacts().put(data)
+            ref = await execution.host.artifacts().put(data)
             frame.metadata.setdefault("artifacts", {})[name] = ref
             return ref
 
@@ -95,14 +97,16 @@ def save(name: str, value: Any) -> Awaitable[str]:
         return saved
     position = execution.take_position()
 
+    async def replay(entry: JournalEntry) -> str:
+        assert entry.ref is not None
+        return entry.ref
+
+    async def live(call: Call) -> str:
+        call.ref = await execution.host.artifacts().put(data)
+        return call.ref
+
     async def in_flow() -> str:
-        entry = execution.recorded(position, name, "save")
-        if entry is not None and entry.ref is not None:
-            return entry.ref
-        started = time.time()
-        ref = await execution.runtime.artifacts().put(data)
-        await execution.commit(execution.entry(position, name, "save", started_at=started, ref=ref))
-        return ref
+        return await durable(execution, position, name, "save", live, replay=replay)
 
     recorded: Awaitable[str] = _dispatch(in_flow, frame.in_sync_thread())
     return recorded
@@ -122,8 +126,8 @@ def load(run_id: str, name: str, *, schema: type[T] | Any = Any) -> Awaitable[T]
         kitaru.NotInFlow: outside a flow with no runtime open.
     """
     frame = frame_var.get()
-    runtime = frame.execution.runtime if frame is not None else current_runtime()
-    if runtime is None:
+    host = frame.execution.host if frame is not None else current_runtime()
+    if host is None:
         raise NotInFlow(
             "kitaru.load() was called outside a flow with no runtime open; call it in a "
             "flow or inside `async with kitaru.runtime():`"
@@ -131,34 +135,21 @@ def load(run_id: str, name: str, *, schema: type[T] | Any = Any) -> Awaitable[T]
     codec = codec_for(schema)
 
     async def fetch() -> Any:
-        journal = await runtime.store.load_journal(run_id)
+        journal = await host.store.load_journal(run_id)
         ref = find_artifacts(journal).get(name)
         if ref is None:
-            if not journal and await runtime.store.get_run(run_id) is None:
+            if not journal and await host.store.get_run(run_id) is None:
                 raise RunNotFound(run_id)
             raise ArtifactNotFound(
                 f"run {run_id} saved no artifact named {name!r}; the artifacts it saved are "
                 "listed in RunInfo.artifacts (kitaru show RUN)"
             )
-        data = await runtime.artifacts().get(ref)
+        data = await host.artifacts().get(ref)
         return codec.load(data, what=f"artifact {name!r} of run {run_id}")
 
     in_sync_thread = isinstance(frame, FlowFrame) and frame.in_sync_thread()
     loaded: Awaitable[T] = _dispatch(fetch, in_sync_thread or None)
     return loaded
-
-
-def find_artifacts(journal: list[JournalEntry]) -> dict[str, str]:
-    """Name -> reference of every artifact the journal records (latest wins)."""
-    found: dict[str, str] = {}
-    for entry in journal:
-        if entry.kind == "save" and entry.ref is not None:
-            found[entry.name] = entry.ref
-        elif entry.metadata is not None and b'"artifacts"' in entry.metadata:
-            saved = (loads_plain(entry.metadata) or {}).get("artifacts")
-            if isinstance(saved, dict):
-                found.update(saved)
-    return found
 
 
 def _dispatch(fn: Callable[[], Coroutine[Any, Any, T]], sync: bool | None) -> Any:

@@ -10,59 +10,60 @@ code changed: :class:`NonDeterminismError`, never a silent mix of results.
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import json
 import time
-import traceback
 from typing import TYPE_CHECKING, Any, overload
 
-from ._errors import CheckpointFailed, NonDeterminismError, RuntimeStateError
-from .storage.base import JournalEntry, RunPatch
-from .storage.serde import Codec, What, dumps_plain, loads_plain
+from .._errors import NonDeterminismError, RuntimeStateError
+from ..storage.base import JournalEntry, RunPatch
+from ..storage.serde import Codec, What, dumps_plain
+from ._signals import EvictionSignal
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
-    from .actors._flow_actor import FlowActor
+    from ..storage.base import RunRecord
+    from ._host import Activation, Host, HostedFlow
 
-__all__ = ("RETRY", "Execution", "error_record", "rebuild_error", "retry_history")
-
-#: Status of a failed journal entry that ``rt.retry`` marked to run again.
-RETRY = "retry"
+__all__ = ("Execution", "suspension_patch", "wait_info")
 
 
 class Execution:
     """Per-activation state of a run, shared by every durable call it makes."""
 
     __slots__ = (
-        "actor",
+        "activation",
         "busy",
         "closed",
         "evicted",
-        "flow_name",
+        "flow",
+        "host",
         "journal",
         "metadata",
         "metadata_dirty",
         "next_position",
+        "record",
         "run_id",
-        "runtime",
         "suspensions",
     )
 
     def __init__(
         self,
-        runtime: Runtime,
-        run_id: str,
-        flow_name: str,
+        host: Host,
+        record: RunRecord,
+        flow: HostedFlow,
         journal: dict[int, JournalEntry],
         *,
-        actor: FlowActor | None = None,
+        activation: Activation | None = None,
         suspensions: dict[int, dict[str, Any]] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self.runtime = runtime
-        self.run_id = run_id
-        self.flow_name = flow_name
+        self.host = host
+        #: The run's row as this activation found it (budget, parent).
+        self.record = record
+        self.run_id = record.id
+        self.flow = flow
         self.journal = journal
-        self.actor = actor
+        #: The live activation when the run is hosted by an actor (suspensions need it).
+        self.activation = activation
         self.next_position = 0
         #: Set when the activation ended; a stray call (e.g. from an abandoned
         #: sync-flow thread) must not write into the run any more.
@@ -82,9 +83,7 @@ class Execution:
         """Reserve the next journal position (at call time, not at await time)."""
         if self.evicted:
             # User code swallowed the eviction signal and carried on.
-            from .actors._mailbox import Evicted
-
-            raise Evicted
+            raise EvictionSignal
         if self.closed:
             raise RuntimeStateError(
                 f"run {self.run_id} is no longer active in this runtime (cancelled, "
@@ -109,15 +108,15 @@ class Execution:
         """Decode a recorded value, fetching it from the artifact store if needed."""
         data = entry.value
         if data is None and entry.ref is not None:
-            data = await self.runtime.artifacts().get(entry.ref)
+            data = await self.host.artifacts().get(entry.ref)
         if data is None:
             data = b"null"
         return codec.load(data, what=what)
 
     async def store_value(self, data: bytes) -> tuple[bytes | None, str | None]:
         """Inline small values; put large ones in the artifact store."""
-        if len(data) > self.runtime.config.inline_threshold:
-            return None, await self.runtime.artifacts().put(data)
+        if len(data) > self.host.config.inline_threshold:
+            return None, await self.host.artifacts().put(data)
         return data, None
 
     def log(self, metadata: dict[str, Any]) -> None:
@@ -143,10 +142,10 @@ class Execution:
     async def commit(self, entry: JournalEntry, patch: RunPatch | None = None) -> None:
         """Make ``entry`` (and ``patch`` of the run) durable; returns once committed."""
         patch = self.with_metadata(patch)
-        if not await self.runtime.store.record((entry,), patch):
+        if not await self.host.store.record((entry,), patch):
             self._stop()
         self.journal[entry.position] = entry
-        self.runtime.events.touch(self.run_id)
+        self.host.touch(self.run_id)
 
     def prior_deadline(self, position: int) -> float | None:
         """The deadline a suspension at ``position`` recorded before a rehydration."""
@@ -155,29 +154,23 @@ class Execution:
 
     async def suspend(self, position: int, info: dict[str, Any]) -> None:
         """Record a pending wait or sleep on the run row (visible from outside)."""
-        from .actors._mailbox import suspension_patch
-
         self.suspensions[position] = info
-        patch = suspension_patch(self.run_id, self.suspensions, self.runtime.clock.now())
+        patch = suspension_patch(self.run_id, self.suspensions, self.host.clock.now())
         patch = self.with_metadata(patch)
-        if await self.runtime.store.update_run(patch) is None:
+        if await self.host.store.update_run(patch) is None:
             self._stop()
-        self.runtime.events.touch(self.run_id)
+        self.host.touch(self.run_id)
 
     def resume_patch(self, position: int) -> RunPatch | None:
         """The run-row change that drops the suspension at ``position`` (if any)."""
-        from .actors._mailbox import suspension_patch
-
         if self.suspensions.pop(position, None) is None:
             return None
-        return suspension_patch(self.run_id, self.suspensions, self.runtime.clock.now())
+        return suspension_patch(self.run_id, self.suspensions, self.host.clock.now())
 
     def _stop(self) -> None:
         # The run is no longer active (cancelled from elsewhere): unwind quietly.
-        from .actors._mailbox import Evicted
-
         self.closed = True
-        raise Evicted
+        raise EvictionSignal
 
     def entry(
         self,
@@ -209,54 +202,29 @@ class Execution:
         )
 
 
-def error_record(exc: BaseException, attempts: list[str] | None = None) -> dict[str, Any]:
-    """Plain-data description of an exception, as stored in the journal."""
-    cls = type(exc)
-    record: dict[str, Any] = {
-        "type": f"{cls.__module__}.{cls.__qualname__}",
-        "message": str(exc),
-        "traceback": "".join(traceback.format_exception(exc)),
-    }
-    args = [a for a in exc.args if isinstance(a, str | int | float | bool | None)]
-    if len(args) == len(exc.args):
-        record["args"] = args
-    if attempts:
-        record["attempts"] = attempts
-    return record
+def wait_info(data: bytes | None) -> dict[str, Any] | None:
+    """The first pending wait (kind ``wait``) of a run's suspension list."""
+    if data is None:
+        return None
+    for item in json.loads(data):
+        if item.get("kind") == "wait":
+            return dict(item)
+    return None
 
 
-def retry_history(entry: JournalEntry) -> tuple[int, list[str]]:
-    """Attempts so far and their errors, from an entry ``rt.retry`` marked to run again."""
-    errors = (loads_plain(entry.metadata) or {}).get("errors") or []
-    return entry.attempts, [str(e) for e in errors]
-
-
-def describe_error(exc: BaseException) -> str:
-    """One line: ``"ValueError: bad input"``."""
-    message = str(exc)
-    return f"{type(exc).__qualname__}: {message}" if message else type(exc).__qualname__
-
-
-def rebuild_error(name: str, data: bytes | None) -> Exception:
-    """Recreate a recorded failure so a replayed flow sees the same exception type.
-
-    The original class is rebuilt from its dotted name and plain arguments when
-    possible; otherwise :class:`CheckpointFailed` carries the type and message.
-    """
-    record = loads_plain(data) or {}
-    type_name: str = record.get("type", "Exception")
-    message: str = record.get("message", "")
-    args = record.get("args")
-    module_name, _, qualname = type_name.rpartition(".")
-    if args is not None and module_name:
-        try:
-            obj: Any = importlib.import_module(module_name)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-            if isinstance(obj, type) and issubclass(obj, Exception):
-                exc = obj(*args)
-                if str(exc) == message:
-                    return exc
-        except Exception:
-            pass
-    return CheckpointFailed(name, type_name, message)
+def suspension_patch(run_id: str, suspensions: dict[int, dict[str, Any]], now: float) -> RunPatch:
+    """The run-row change that records the current set of suspensions."""
+    if not suspensions:
+        return RunPatch(run_id, updated_at=now, status="running", clear_wait=True)
+    items = [suspensions[p] for p in sorted(suspensions)]
+    waits = [i for i in items if i["kind"] == "wait"]
+    deadlines = [i["deadline"] for i in items if i.get("deadline") is not None]
+    return RunPatch(
+        run_id,
+        updated_at=now,
+        status="waiting" if waits else "sleeping",
+        wait=dumps_plain(items),
+        wake_at=min(deadlines) if deadlines else None,
+        wait_topics=",".join(sorted({i["topic"] for i in waits})) or None,
+        clear_wait=True,
+    )

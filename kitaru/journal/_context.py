@@ -12,13 +12,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ._errors import NotInFlow
+from .._errors import NotInFlow
 
 if TYPE_CHECKING:
     from ._execution import Execution
-    from ._runtime import Runtime
 
-__all__ = ("CheckpointFrame", "FlowFrame", "current_flow", "current_runtime", "require_flow")
+__all__ = ("CheckpointFrame", "FlowFrame", "current_flow", "frame_var", "require_flow")
 
 
 @dataclass(slots=True)
@@ -45,7 +44,6 @@ class CheckpointFrame:
 
 
 frame_var: ContextVar[FlowFrame | CheckpointFrame | None] = ContextVar("kitaru_frame", default=None)
-runtime_var: ContextVar[Runtime | None] = ContextVar("kitaru_runtime", default=None)
 
 
 def current_flow() -> FlowFrame | None:
@@ -65,7 +63,3 @@ def require_flow(what: str) -> FlowFrame:
         "@flow function (call it in the flow, not in a checkpoint or plain code)"
     )
 
-
-def current_runtime() -> Runtime | None:
-    """The innermost open runtime of this task, if any."""
-    return runtime_var.get()

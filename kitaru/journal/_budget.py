@@ -32,84 +32,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from ._errors import BudgetExceeded, ConfigurationError
-from .storage.base import RunPatch
+from .._errors import BudgetExceeded
+from .._types import Budget
+from ..storage.base import RunPatch
 
 if TYPE_CHECKING:
+    from ..storage.base import RunRecord
     from ._execution import Execution
-    from ._runtime import Runtime
-    from .storage.base import RunRecord
+    from ._host import Host
 
 __all__ = (
-    "Budget",
-    "BudgetLike",
     "CallUsage",
     "add_to_metadata",
-    "as_budget",
     "check_budget",
     "effective_budget",
     "usage_patch",
 )
-
-
-class Budget(BaseModel):
-    """How much a run may spend on LLM calls: tokens, US dollars, or both.
-
-    ``tokens`` counts input plus output tokens. ``cost_usd`` counts the cost
-    litellm's price table (or PydanticAI's) gives each call; calls to models
-    without a known price add nothing to it. A call is refused once the run has
-    spent as much as a limit allows, so the last allowed call can take the run
-    past it.
-
-    Give a run a budget with ``@flow(budget=Budget(tokens=50_000))`` (every
-    run of the flow), ``rt.start(flow, ..., budget=Budget(cost_usd=0.5))`` (one
-    run: stored with it, so it survives restarts), or ``kitaru.configure(
-    budget=...)`` / ``[tool.kitaru.budget]`` (runs with neither). The most
-    specific one applies. A plain dict such as ``{"tokens": 50_000}`` works
-    wherever a Budget does.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-
-    #: Input plus output tokens the run may spend (``None``: no token limit).
-    tokens: int | None = Field(default=None, ge=0)
-    #: US dollars the run may spend (``None``: no cost limit).
-    cost_usd: float | None = Field(default=None, ge=0)
-
-    def exceeded(self, tokens: int, cost_usd: float | None) -> str | None:
-        """Why a run that spent ``tokens`` and ``cost_usd`` may not call again, else ``None``."""
-        if self.tokens is not None and tokens >= self.tokens:
-            return f"{tokens:,} tokens of its {self.tokens:,}-token budget"
-        if self.cost_usd is not None and (cost_usd or 0.0) >= self.cost_usd:
-            return f"${cost_usd or 0.0:.4f} of its ${self.cost_usd:.4f} budget"
-        return None
-
-    def to_json(self) -> bytes:
-        """The JSON stored with a run."""
-        return self.model_dump_json(exclude_none=True).encode()
-
-
-#: What the ``budget=`` arguments accept.
-BudgetLike = Budget | Mapping[str, Any]
-
-
-def as_budget(value: BudgetLike | None, where: str) -> Budget | None:
-    """``value`` as a :class:`Budget` (``None`` stays ``None``).
-
-    Raises:
-        kitaru.ConfigurationError: not a budget (the message names ``where``).
-    """
-    if value is None or isinstance(value, Budget):
-        return value
-    try:
-        return Budget.model_validate(dict(value))
-    except (ValidationError, TypeError, ValueError) as exc:
-        raise ConfigurationError(
-            f"{where}: {value!r} is not a budget; use kitaru.Budget(tokens=..., cost_usd=...) "
-            f"or a dict with those keys ({exc})"
-        ) from None
 
 
 @dataclass(slots=True)
@@ -202,24 +140,22 @@ def usage_patch(run_id: str, usage: Mapping[str, Any] | CallUsage | None) -> Run
 
 def effective_budget(execution: Execution) -> Budget | None:
     """The run's budget: its own (stored), else its flow's, else the runtime default."""
-    actor = execution.actor
-    if actor is not None:
-        stored = actor.record.budget
-        if stored is not None:
-            return Budget.model_validate_json(stored)
-        if actor.flow.budget is not None:
-            return actor.flow.budget
-    return execution.runtime.config.budget
+    stored = execution.record.budget
+    if stored is not None:
+        return Budget.model_validate_json(stored)
+    if execution.flow.budget is not None:
+        return execution.flow.budget
+    return execution.host.config.budget
 
 
-def _budget_of(runtime: Runtime, record: RunRecord) -> Budget | None:
+def _budget_of(host: Host, record: RunRecord) -> Budget | None:
     """``effective_budget`` of a run above this one (its flow's, if hosted here)."""
     if record.budget is not None:
         return Budget.model_validate_json(record.budget)
-    flow = runtime._flows.get(record.flow)
-    if flow is not None and flow.budget is not None:
-        return flow.budget
-    return runtime.config.budget
+    budget = host.flow_budget(record.flow)
+    if budget is not None:
+        return budget
+    return host.config.budget
 
 
 async def check_budget(execution: Execution, pending: Mapping[str, Any] | None = None) -> None:
@@ -232,19 +168,18 @@ async def check_budget(execution: Execution, pending: Mapping[str, Any] | None =
         kitaru.BudgetExceeded: the run's tree (plus ``pending``), or the tree
             of a run above it, reached a limit.
     """
-    runtime = execution.runtime
-    store = runtime.store
+    host = execution.host
+    store = host.store
     limits: list[tuple[str, Budget]] = []
     own = effective_budget(execution)
     if own is not None:
         limits.append((execution.run_id, own))
-    actor = execution.actor
-    parent = actor.record.parent_id if actor is not None else None
+    parent = execution.record.parent_id
     while parent is not None:
         record = await store.get_run(parent)
         if record is None:
             break
-        budget = _budget_of(runtime, record)
+        budget = _budget_of(host, record)
         if budget is not None:
             limits.append((record.id, budget))
         parent = record.parent_id

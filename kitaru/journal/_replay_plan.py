@@ -19,11 +19,11 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._checkpoint import checkpoints_named
-from ._errors import ReplayError, SerializationError
-from ._execution import RETRY
-from .storage.base import JournalEntry
-from .storage.serde import Codec, codec_for, dumps_plain
+from .._errors import ReplayError, SerializationError
+from ..storage.base import JournalEntry
+from ..storage.serde import Codec, codec_for, dumps_plain
+from ._failures import RETRY
+from ._registry import checkpoints_named
 
 __all__ = ("CheckpointRef", "Overrides", "plan_replay", "resolve", "retry_entries")
 

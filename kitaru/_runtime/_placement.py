@@ -1,0 +1,273 @@
+"""Placement: which runs this runtime hosts, and when it takes one on.
+
+A run is hosted by at most one activation (the directory's map in this
+process, the run's lease row across processes). The placement decides when
+this runtime claims a run and starts an actor for it:
+
+- at start-up and in every sweep, runs whose owner is gone or that nobody
+  hosts yet (:meth:`Placement.recover`);
+- when a message or a deadline arrives for a suspended run (:meth:`Placement.wake`);
+- when a store that claims in bulk hands over due runs (:meth:`Placement.host_claimed`);
+- runs whose message arrived while another owner held them, looked at again
+  by the sweep (:meth:`Placement.retry_stalled`).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from ..storage.base import ACTIVE_STATUSES, AnnouncesRunnable, BulkClaims
+
+if TYPE_CHECKING:
+    from .._clock import Clock
+    from .._config import RuntimeConfig
+    from ..actors._directory import Directory
+    from ..actors._supervisor import Supervisor
+    from ..journal._host import HostedFlow
+    from ..storage.base import RunRecord, RunStore
+
+__all__ = ("Placement",)
+
+log = logging.getLogger("kitaru.runtime")
+
+#: Claims ``recover`` keeps in flight at once (below PostgreSQL's default pool of 10).
+_CLAIMS_IN_FLIGHT = 8
+#: Bound on runs remembered by ``retry_stalled``.
+_STALLED_MAX = 100_000
+#: Bound on remembered local message ids (beyond it, the wake service merely
+#: pokes some runs twice, which is harmless).
+POSTED_MAX = 100_000
+
+
+class Placement:
+    """Claims runs for one open runtime and hands them to its supervisor."""
+
+    def __init__(
+        self,
+        store: RunStore,
+        config: RuntimeConfig,
+        clock: Clock,
+        directory: Directory,
+        supervisor: Supervisor,
+        flows: Mapping[str, HostedFlow],
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.clock = clock
+        self.supervisor = supervisor
+        self._directory = directory
+        self._flows = flows
+        #: Set to make the timer service look at the store's deadlines again.
+        self.timer_kick = anyio.Event()
+        #: Set to make the lease service sweep for runs nobody hosts at once.
+        self.sweep_kick = anyio.Event()
+        #: Runs being claimed for a wake-up right now: one waker at a time, so
+        #: a stale read can never start a second activation of a run.
+        self._waking: set[str] = set()
+        #: Ids of messages this runtime posted and already delivered, so the
+        #: wake service does not deliver them a second time.
+        self.posted: set[int] = set()
+        #: Runs whose message arrived while another owner held their lease:
+        #: run id -> topic, looked at again by the sweep (see retry_stalled).
+        self._stalled: dict[str, str] = {}
+        #: Runs the supervisor gave up on while they are still leased to us.
+        self._given_up: set[str] = set()
+
+    @property
+    def owner(self) -> str:
+        """This runtime's lease-owner id."""
+        return self._directory.owner
+
+    @property
+    def flow_names(self) -> list[str]:
+        """Names of the flows this runtime can host."""
+        return list(self._flows)
+
+    def is_live(self, run_id: str) -> bool:
+        """True when ``run_id`` has a live actor here."""
+        return run_id in self._directory.live
+
+    async def recover(self, limit: int = 1000) -> int:
+        """Resume runs of known flows whose owner is gone; returns how many.
+
+        At most ``limit`` runs are claimed per call. A store that can claim
+        them in one statement (PostgreSQL, skipping rows other workers are
+        claiming) does; otherwise they are claimed in random order, several
+        at a time, so workers sweeping at the same moment share a burst of
+        new runs instead of the first one taking them all.
+        """
+        if not self._flows:
+            return 0
+        store = self.store
+        dead = self._directory.dead_among(await store.owners())
+        for owner in dead:
+            # Their runs become free for everyone: suspended ones then wake on
+            # messages and deadlines like any evicted run.
+            await store.release(owner)
+        now = self.clock.now()
+        lease_until = now + self.config.lease_seconds
+        flows = list(self._flows)
+        resumed = 0
+
+        def host(record: RunRecord | None) -> None:
+            nonlocal resumed
+            if record is not None and record.id not in self._directory.live:
+                log.info("resuming run %s of flow %s", record.id, record.flow)
+                self.activate(record)
+                resumed += 1
+
+        # Runs given up on after store failures are still leased to us.
+        for run_id in list(self._given_up):
+            record = await store.claim(
+                run_id, self.owner, now=now, lease_until=lease_until, dead_owners=[self.owner]
+            )
+            self._given_up.discard(run_id)
+            host(record)
+        if isinstance(store, BulkClaims):
+            claimed = await store.claim_orphans(
+                flows, self.owner, now=now, lease_until=lease_until, dead_owners=dead, limit=limit
+            )
+            for record in claimed:
+                host(record)
+            return resumed
+        ids = await store.orphans(flows, now=now, dead_owners=dead)
+        random.shuffle(ids)
+        ids = [run_id for run_id in ids if run_id not in self._directory.live][:limit]
+
+        async def claim(run_id: str) -> None:
+            async with limiter:
+                record = await store.claim(
+                    run_id, self.owner, now=now, lease_until=lease_until, dead_owners=dead
+                )
+            host(record)
+
+        # Claims are independent round trips: several in flight at once, so a
+        # burst of new or orphaned runs starts in a fraction of the serial time.
+        limiter = anyio.CapacityLimiter(_CLAIMS_IN_FLIGHT)
+        async with anyio.create_task_group() as tg:
+            for run_id in ids:
+                tg.start_soon(claim, run_id)
+        return resumed
+
+    def gave_up(self, run_id: str) -> None:
+        """The supervisor stopped restarting ``run_id`` (store failures): resume it later."""
+        self._given_up.add(run_id)
+
+    def activate(
+        self,
+        record: RunRecord,
+        live_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None,
+    ) -> None:
+        """Host ``record``'s run here (it is leased to this runtime)."""
+        self.supervisor.activate(record, self._flows[record.flow], live_args)
+
+    async def resume(self, record: RunRecord) -> bool:
+        """Claim and host an active run that nobody live hosts; True if hosted here."""
+        if record.id in self._directory.live:
+            return True
+        if record.status != "running":
+            return False  # suspended runs wake on a message or a deadline, not here
+        claimed = await self.claim_unhosted(record)
+        if claimed is None:
+            return False
+        self.activate(claimed)
+        return True
+
+    async def claim_unhosted(self, record: RunRecord) -> RunRecord | None:
+        """Claim an active run of a known flow that nobody live hosts; None if taken."""
+        if record.flow not in self._flows or record.status not in ACTIVE_STATUSES:
+            return None
+        now = self.clock.now()
+        dead = [record.owner] if record.owner and self._directory.dead_among([record.owner]) else []
+        return await self.store.claim(
+            record.id,
+            self.owner,
+            now=now,
+            lease_until=now + self.config.lease_seconds,
+            dead_owners=dead,
+        )
+
+    async def announce_runnable(self) -> None:
+        """A run was left for any host of its flow: tell the workers to sweep now."""
+        if isinstance(self.store, AnnouncesRunnable):
+            await self.store.announce_runnable()  # other processes (PostgreSQL NOTIFY)
+        self.sweep_kick.set()  # this one, in case it hosts the flow
+
+    def host_claimed(self, record: RunRecord) -> None:
+        """Host a run this runtime has just leased (``store.claim_due``), or poke it if live."""
+        actor = self._directory.live.get(record.id)
+        if actor is not None:
+            actor.poke()  # e.g. still leaving after an eviction: it rehydrates instead
+        elif record.flow in self._flows:
+            self.activate(record)
+
+    async def wake(
+        self, run_id: str, topic: str | None = None, record: RunRecord | None = None
+    ) -> None:
+        """Something arrived for ``run_id``: poke its actor, or rehydrate it here.
+
+        ``topic`` is the message's topic (``None`` for a deadline); ``record``
+        saves a read when the caller has just read the run.
+        """
+        actor = self._directory.live.get(run_id)
+        if actor is not None:
+            actor.poke()
+            return
+        if run_id in self._waking:
+            return  # another waker is claiming it; the activation reads the store
+        self._waking.add(run_id)
+        try:
+            if record is None or not _wants(record, topic):
+                # The caller's copy may predate the run's suspension (a flow that
+                # evicted itself while the message was being posted): read again.
+                record = await self.store.get_run(run_id)
+            if record is None or not _wants(record, topic):
+                return  # running (it reads its mailbox), finished, or a later wait's message
+            claimed = await self.claim_unhosted(record)
+            if claimed is None:
+                if topic is not None and record.flow in self._flows:
+                    self._remember_stalled(run_id, topic)
+            elif run_id not in self._directory.live:
+                self._stalled.pop(run_id, None)
+                self.activate(claimed)
+        finally:
+            self._waking.discard(run_id)
+
+    def _remember_stalled(self, run_id: str, topic: str) -> None:
+        # Another owner holds the run: it consumes the message if it is alive;
+        # if it died, its lease has to lapse first. Look again in the sweep.
+        if len(self._stalled) < _STALLED_MAX:
+            self._stalled[run_id] = topic
+
+    async def retry_stalled(self) -> int:
+        """Wake again the runs whose message arrived while another owner held them.
+
+        A run drops out once it no longer waits for that message (consumed
+        by its owner, or the run moved on); it is hosted here once its
+        owner's lease lapsed. Returns how many runs are still waiting for it.
+        """
+        for run_id, topic in list(self._stalled.items()):
+            record = await self.store.get_run(run_id)
+            if (
+                record is None
+                or record.status not in ("waiting", "sleeping")
+                or topic not in (record.wait_topics or "").split(",")
+                or await self.store.next_message(run_id, topic) is None
+            ):
+                self._stalled.pop(run_id, None)
+                continue
+            await self.wake(run_id, topic, record)
+        return len(self._stalled)
+
+
+
+def _wants(record: RunRecord, topic: str | None) -> bool:
+    """True if ``record`` is suspended and a message on ``topic`` (or a deadline) wakes it."""
+    if record.status not in ("waiting", "sleeping"):
+        return False
+    return topic is None or topic in (record.wait_topics or "").split(",")
