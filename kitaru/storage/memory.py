@@ -13,6 +13,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from .._errors import StorageError
+from ._resource import StoreResource
 from .base import (
     ACTIVE_STATUSES,
     JournalEntry,
@@ -43,8 +44,15 @@ class _MemoryData:
         self.version = 0
 
 
-class MemoryStore:
-    """Run store kept in this process's memory."""
+class MemoryStore(StoreResource):
+    """Run store kept in this process's memory; usable at once, no ``open()`` needed.
+
+    ``aclose()`` closes this handle only: a named store's data stays for the
+    next handle on the same name.
+    """
+
+    # Nothing outside Python's heap to leak.
+    _warn_unclosed = False
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
@@ -57,17 +65,11 @@ class MemoryStore:
         else:
             data = _MemoryData()
         self._data = data
-        self._closed = False
-
-    async def __aenter__(self) -> MemoryStore:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
+        self._where = f"memory store {url}"
+        self._state = "open"
 
     def _check(self) -> _MemoryData:
-        if self._closed:
-            raise StorageError(f"store {self.url} is closed")
+        self._check_open()
         return self._data
 
     def _write(self) -> _MemoryData:
@@ -327,10 +329,6 @@ class MemoryStore:
             run = data.runs.get(run_id)
             if run is not None and run.owner == owner:
                 data.runs[run_id] = dataclasses.replace(run, owner=None, lease_until=None)
-
-    async def aclose(self) -> None:
-        """Close this handle; a named store's data stays for the next handle."""
-        self._closed = True
 
 
 def _claimable(run: RunRecord, owner: str | None, now: float, dead: Sequence[str]) -> bool:

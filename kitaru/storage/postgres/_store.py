@@ -10,15 +10,15 @@ import logging
 import math
 import secrets
 import time
-import warnings
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import anyio
 
 from kitaru._errors import ConfigurationError, StorageError
 
 from .._migrations import postgres as migrations
+from .._resource import StoreResource
 from .._url import redact
 from ..base import JournalEntry, Message, RunPatch, RunRecord
 from . import _ops as ops
@@ -64,7 +64,7 @@ def _driver() -> Any:
     return asyncpg
 
 
-class PostgresStore:
+class PostgresStore(StoreResource):
     """Run store in a PostgreSQL database, shared by any number of worker processes.
 
     The constructor does no I/O; ``await store.open()`` (or ``async with``)
@@ -85,7 +85,6 @@ class PostgresStore:
         _driver()
         settings = self._settings
         self._where = self._scrub(f"PostgreSQL store {redact(url)}")
-        self._state: Literal["new", "open", "closed"] = "new"
         self._pool: Pool | None = None
         self._origin = secrets.token_hex(8)
         self._cx = ops.Context(
@@ -123,43 +122,19 @@ class PostgresStore:
     def __repr__(self) -> str:
         return f"PostgresStore({self._scrub(redact(self.url))!r})"
 
-    def __del__(self) -> None:
-        if getattr(self, "_state", None) == "open":
-            warnings.warn(
-                f"{self!r} was opened but never closed; use 'async with' or 'await store.aclose()'",
-                ResourceWarning,
-                stacklevel=1,
-                source=self,
-            )
-            # Drop the sockets, or asyncpg's own connections would warn as well.
-            self._listener.terminate()
-            for batcher in (self._records, self._starts):
-                if batcher is not None:
-                    batcher.terminate()
-            pool = self._pool
-            if pool is not None:
-                pool.terminate()
-
-    async def __aenter__(self) -> PostgresStore:
-        return await self.open()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def open(self) -> PostgresStore:
+    async def open(self) -> Self:
         """Create the pool and create or migrate the schema; returns the store itself.
 
         Connection faults are retried for ``retry_for`` seconds, as for any call.
 
         Raises:
             StorageError: the server cannot be reached, refuses the login, or
-                the schema holds someone else's tables.
+                the schema holds someone else's tables, or the store was closed.
             SchemaVersionError: a newer kitaru wrote the schema.
         """
-        if self._state == "open":
-            return self
-        if self._state == "closed":
-            raise self._closed_error()
+        return await super().open()
+
+    async def _setup(self) -> None:
         settings = self._settings
         asyncpg = _driver()
 
@@ -188,23 +163,26 @@ class PostgresStore:
 
         await self._retrying("create or migrate the schema", lambda _state: migrated())
         self._pool = await self._retrying("connect", lambda _state: create())
-        self._state = "open"
-        return self
 
-    async def aclose(self) -> None:
-        """Close the listener and the pool; safe to call twice."""
-        was_open = self._state == "open"
-        self._state = "closed"
-        if not was_open:
-            return
-        with anyio.CancelScope(shield=True):
-            await self._listener.aclose()
-            for batcher in (self._records, self._starts):
-                if batcher is not None:
-                    await batcher.aclose()
-            pool, self._pool = self._pool, None
-            if pool is not None:
-                await _close_pool(pool)
+    async def _teardown(self) -> None:
+        # The listener, the group-commit connections, then the pool.
+        await self._listener.aclose()
+        for batcher in (self._records, self._starts):
+            if batcher is not None:
+                await batcher.aclose()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await _close_pool(pool)
+
+    def _abandon(self) -> None:
+        # Drop the sockets, or asyncpg's own connections would warn as well.
+        self._listener.terminate()
+        for batcher in (self._records, self._starts):
+            if batcher is not None:
+                batcher.terminate()
+        pool = self._pool
+        if pool is not None:
+            pool.terminate()
 
     # -- wake-ups (beyond the RunStore Protocol) ---------------------------------------
 
@@ -530,19 +508,9 @@ class PostgresStore:
     # -- plumbing -------------------------------------------------------------------------
 
     def _open_pool(self) -> Pool:
-        if self._state != "open" or self._pool is None:
-            if self._state == "closed":
-                raise self._closed_error()
-            raise StorageError(
-                f"{self._where} is not open; use 'async with PostgresStore(url)', "
-                "'await store.open()' or kitaru.storage.open_store(url)"
-            )
+        self._check_open()
+        assert self._pool is not None
         return self._pool
-
-    def _closed_error(self) -> StorageError:
-        return StorageError(
-            f"{self._where} is closed; open a new one with kitaru.storage.open_store(url)"
-        )
 
     async def _write(
         self, action: str, op: Op[T], *, uncertain: bool = False, lease: Lease | None = None

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Self, TypeVar
 
 import aiosqlite
 import anyio
@@ -25,6 +24,7 @@ import anyio
 from kitaru._errors import ConfigurationError, StorageError
 
 from .._migrations.sqlite import current_version, migrate
+from .._resource import StoreResource
 from .._url import scheme_of
 from ..base import JournalEntry, Message, RunPatch, RunRecord
 from . import _ops as ops
@@ -58,7 +58,7 @@ def _sqlite_path(url: str) -> Path:
     return Path(path)
 
 
-class SQLiteStore:
+class SQLiteStore(StoreResource):
     """Run store in one SQLite file, shared safely by several processes.
 
     The constructor does no I/O; ``await store.open()`` (or ``async with``)
@@ -76,7 +76,7 @@ class SQLiteStore:
         self.url = url
         #: The database file.
         self.path = _sqlite_path(url)
-        self._state: Literal["new", "open", "closed"] = "new"
+        self._where = f"SQLite store {self.path}"
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._committer: GroupCommitter | None = None
@@ -84,39 +84,17 @@ class SQLiteStore:
     def __repr__(self) -> str:
         return f"SQLiteStore({self.url!r})"
 
-    def __del__(self) -> None:
-        if getattr(self, "_state", None) == "open":
-            warnings.warn(
-                f"{self!r} was opened but never closed; use 'async with' or 'await store.aclose()'",
-                ResourceWarning,
-                stacklevel=1,
-                source=self,
-            )
-            # aiosqlite's worker threads keep their connections alive (so their
-            # own __del__ never runs) and would keep the interpreter from exiting.
-            for conn in (self._writer, self._reader):
-                if conn is not None:
-                    with suppress(Exception):
-                        conn.stop()
-
-    async def __aenter__(self) -> SQLiteStore:
-        return await self.open()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
-    async def open(self) -> SQLiteStore:
+    async def open(self) -> Self:
         """Connect, enable WAL and migrate the schema; returns the store itself.
 
         Raises:
             StorageError: the file cannot be opened or is not a kitaru database
-                (nothing is written to it then).
+                (nothing is written to it then), or the store was closed.
             SchemaVersionError: a newer kitaru wrote the database.
         """
-        if self._state == "open":
-            return self
-        if self._state == "closed":
-            raise self._closed_error()
+        return await super().open()
+
+    async def _setup(self) -> None:
         opened: list[aiosqlite.Connection] = []
         try:
             with self._wrap("create the database folder"):
@@ -143,16 +121,10 @@ class SQLiteStore:
             checkpoint=lambda: run_in_connection(reader, _wal_checkpoint),
             busy_timeout_ms=_BUSY_TIMEOUT_MS,
         )
-        self._state = "open"
-        return self
 
-    async def aclose(self) -> None:
-        """Wait for queued writes, then close both connections; safe to call twice."""
-        was_open = self._state == "open"
-        self._state = "closed"
-        if not was_open:
-            return
-        with anyio.CancelScope(shield=True), self._wrap("close"):
+    async def _teardown(self) -> None:
+        # Queued writes first, then both connections.
+        with self._wrap("close"):
             try:
                 if self._committer is not None:
                     await self._committer.aclose()
@@ -327,6 +299,14 @@ class SQLiteStore:
 
     # -- plumbing -------------------------------------------------------------------
 
+    def _abandon(self) -> None:
+        # aiosqlite's worker threads keep their connections alive (so their
+        # own __del__ never runs) and would keep the interpreter from exiting.
+        for conn in (self._writer, self._reader):
+            if conn is not None:
+                with suppress(Exception):
+                    conn.stop()
+
     async def _connect(self, opened: list[aiosqlite.Connection]) -> aiosqlite.Connection:
         # isolation_level=None: the group committer issues BEGIN/COMMIT itself.
         # check_same_thread=False: the group committer commits small batches
@@ -341,13 +321,9 @@ class SQLiteStore:
         return conn
 
     def _open_parts(self) -> tuple[GroupCommitter, aiosqlite.Connection]:
-        if self._state != "open" or self._committer is None or self._reader is None:
-            if self._state == "closed":
-                raise self._closed_error()
-            raise StorageError(
-                f"SQLite store {self.path} is not open; use 'async with SQLiteStore(url)', "
-                "'await store.open()' or kitaru.storage.open_store(url)"
-            )
+        self._check_open()
+        assert self._committer is not None
+        assert self._reader is not None
         return self._committer, self._reader
 
     async def _read(self, action: str, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -360,12 +336,6 @@ class SQLiteStore:
         committer = self._open_parts()[0]
         with self._wrap(action):
             return await committer.submit(op)
-
-    def _closed_error(self) -> StorageError:
-        return StorageError(
-            f"SQLite store {self.path} is closed; open a new one with "
-            "kitaru.storage.open_store(url)"
-        )
 
     @contextmanager
     def _wrap(self, action: str) -> Iterator[None]:
