@@ -110,7 +110,7 @@ __all__ = (
 
 # Tracebacks and reprs say kitaru.FlowFailed, not kitaru._errors.FlowFailed.
 if _TYPE_CHECKING:
-    from ._llm import llm as llm
+    from ._llm._call import llm as llm
 
 for _name in __all__:
     _obj = globals().get(_name)
@@ -122,7 +122,7 @@ def __getattr__(name: str) -> _Any:
     # ``kitaru.llm`` (and what it needs) is imported on first use, so that
     # ``import kitaru`` stays cheap for code that never calls a model.
     if name == "llm":
-        from ._llm import llm
+        from ._llm._call import llm
 
         globals()["llm"] = llm
         return llm

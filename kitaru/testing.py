@@ -33,7 +33,7 @@ from typing import Any
 
 import anyio
 
-from ._llm_guard import LLMGuard, RealLLMCallForbidden, guard
+from ._llm._guard import LLMGuard, RealLLMCallForbidden, guard
 
 __all__ = (
     "FakeClock",

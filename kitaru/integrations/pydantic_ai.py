@@ -68,7 +68,7 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
 
 from .._config import RuntimeConfig
 from .._errors import ConfigurationError, NonDeterminismError
-from .._llm_calls import (
+from .._llm._durable import (
     AttemptLog,
     backoff_of,
     call_with_retries,

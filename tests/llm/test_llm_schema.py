@@ -9,7 +9,7 @@ import pytest
 
 import kitaru
 from kitaru import flow
-from kitaru._llm import _ask_for_json
+from kitaru._llm._call import _ask_for_json
 from kitaru.storage.serde import codec_for
 from tests.llm.conftest import Script
 

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._errors import KitaruError
+from .._errors import KitaruError
 
 if TYPE_CHECKING:
     from types import ModuleType

@@ -46,10 +46,16 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 
-from . import _llm_guard
-from ._config import RuntimeConfig, resolve_config
-from ._errors import ConfigurationError, SerializationError
-from ._llm_calls import (
+from .._config import RuntimeConfig, resolve_config
+from .._errors import ConfigurationError, SerializationError
+from .._runtime._current import current_runtime
+from .._tracing import Attributes
+from ..journal._budget import CallUsage
+from ..journal._context import CheckpointFrame, FlowFrame, frame_var
+from ..journal._failures import RETRY
+from ..storage.serde import Codec, codec_for, describe_type
+from . import _guard
+from ._durable import (
     AttemptLog,
     backoff_of,
     call_with_retries,
@@ -58,17 +64,11 @@ from ._llm_calls import (
     live_outside,
     secrets_of,
 )
-from ._runtime._current import current_runtime
-from ._tracing import Attributes
-from .journal._budget import CallUsage
-from .journal._context import CheckpointFrame, FlowFrame, frame_var
-from .journal._failures import RETRY
-from .storage.serde import Codec, codec_for, describe_type
 
 if TYPE_CHECKING:
     from types import ModuleType
 
-    from .journal._execution import Execution
+    from ..journal._execution import Execution
 
 __all__ = ("llm", "load_litellm", "resolve_model")
 
@@ -245,8 +245,8 @@ async def load_litellm() -> ModuleType:
         # Not sys.modules: while another thread imports it, it is there half-initialised;
         # import_module waits for that import to finish.
         module = _litellm = await anyio.to_thread.run_sync(importlib.import_module, "litellm")
-    if _llm_guard.active():
-        _llm_guard.patch(module)
+    if _guard.active():
+        _guard.patch(module)
     return module
 
 

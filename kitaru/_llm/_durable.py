@@ -25,17 +25,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
-from ._errors import BudgetExceeded
-from ._tracing import Attributes, span
-from ._types import Backoff
-from .journal._budget import CallUsage, add_to_metadata, check_budget, usage_patch
-from .journal._failures import RETRY, describe_error, error_record, rebuild_error, retry_history
-from .storage.serde import Codec, loads_plain
+from .._errors import BudgetExceeded
+from .._tracing import Attributes, span
+from .._types import Backoff
+from ..journal._budget import CallUsage, add_to_metadata, check_budget, usage_patch
+from ..journal._failures import RETRY, describe_error, error_record, rebuild_error, retry_history
+from ..storage.serde import Codec, loads_plain
 
 if TYPE_CHECKING:
-    from ._config import RuntimeConfig
-    from .journal._context import CheckpointFrame
-    from .journal._execution import Execution
+    from .._config import RuntimeConfig
+    from ..journal._context import CheckpointFrame
+    from ..journal._execution import Execution
 
 __all__ = (
     "AttemptLog",
