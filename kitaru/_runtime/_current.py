@@ -1,23 +1,11 @@
 """The runtime open in this task, for calls that have no runtime argument.
 
-``kitaru.send`` and ``kitaru.load`` outside a flow, and a bare flow call, use
-the innermost ``async with kitaru.runtime()`` of the calling task (a
-``ContextVar`` follows anyio tasks and worker threads).
+``kitaru.send`` and ``kitaru.load`` outside a flow, ``kitaru.llm`` and a bare
+flow call use the innermost ``async with kitaru.runtime()`` of the calling
+task (a ``ContextVar`` that follows anyio tasks and worker threads, set by
+the runtime while it is open).
 """
 
-from __future__ import annotations
+from ._runtime import current_runtime as current_runtime
 
-from contextvars import ContextVar
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._runtime import Runtime
-
-__all__ = ("current_runtime", "runtime_var")
-
-runtime_var: ContextVar[Runtime | None] = ContextVar("kitaru_runtime", default=None)
-
-
-def current_runtime() -> Runtime | None:
-    """The innermost open runtime of this task, if any."""
-    return runtime_var.get()
+__all__ = ("current_runtime",)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import anyio
 
 if TYPE_CHECKING:
-    from .storage.base import RunStore
+    from ..storage.base import RunStore
 
 __all__ = ("EventBus", "Subscription")
 

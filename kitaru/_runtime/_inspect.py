@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from .._errors import FlowFailed
+from .._errors import FlowFailed, RunNotFound
 from .._types import CheckpointInfo, RunInfo, RunStatus, Usage, WaitInfo
 from ..journal._execution import wait_info
 from ..storage.base import JournalEntry, RunRecord
@@ -19,9 +19,16 @@ from ..storage.serde import loads_plain
 
 if TYPE_CHECKING:
     from ..journal._host import HostedFlow
-    from ..storage.base import ArtifactStore
+    from ..storage.base import ArtifactStore, RunStore
 
-__all__ = ("checkpoint_info", "failure", "find_artifacts", "load_output", "run_info")
+__all__ = (
+    "checkpoint_info",
+    "failure",
+    "find_artifacts",
+    "find_run",
+    "load_output",
+    "run_info",
+)
 
 
 def _utc(ts: float) -> datetime:
@@ -143,4 +150,21 @@ def failure(run_id: str, record: RunRecord | None, original: BaseException | Non
         error_type=info.get("type"),
         traceback=info.get("traceback"),
         original=original,
+    )
+
+
+async def find_run(store: RunStore, prefix: str) -> str:
+    """``rt.find_run``: the full id of the one run whose id is or starts with ``prefix``."""
+    if not prefix:
+        raise RunNotFound(prefix, "an empty run id matches every run; give a run id")
+    if await store.get_run(prefix) is not None:
+        return prefix
+    found = await store.find_runs(prefix, limit=6)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise RunNotFound(prefix)
+    shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
+    raise RunNotFound(
+        prefix, f"run id prefix {prefix!r} is ambiguous ({shown}); give more characters"
     )

@@ -21,15 +21,21 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from ..storage.base import ACTIVE_STATUSES, AnnouncesRunnable, BulkClaims
+from .._errors import FlowCancelled, RunFinished, RunNotFound
+from ..actors._outcomes import Cancelled, Completed, Failed
+from ..journal._suspend import check_against_wait
+from ..storage.base import ACTIVE_STATUSES, AnnouncesRunnable, BulkClaims, Message
+from ..storage.serde import codec_for
+from ._inspect import failure, load_output
 
 if TYPE_CHECKING:
     from .._clock import Clock
     from .._config import RuntimeConfig
     from ..actors._directory import Directory
+    from ..actors._flow_actor import FlowActor
     from ..actors._supervisor import Supervisor
     from ..journal._host import HostedFlow
-    from ..storage.base import RunRecord, RunStore
+    from ..storage.base import ArtifactStore, RunRecord, RunStore
 
 __all__ = ("Placement",)
 
@@ -52,11 +58,13 @@ class Placement:
         store: RunStore,
         config: RuntimeConfig,
         clock: Clock,
-        directory: Directory,
+        directory: Directory[FlowActor],
         supervisor: Supervisor,
         flows: Mapping[str, HostedFlow],
+        artifacts: ArtifactStore,
     ) -> None:
         self.store = store
+        self.artifacts = artifacts
         self.config = config
         self.clock = clock
         self.supervisor = supervisor
@@ -87,6 +95,71 @@ class Placement:
     def flow_names(self) -> list[str]:
         """Names of the flows this runtime can host."""
         return list(self._flows)
+
+    async def post(
+        self,
+        run_id: str,
+        value: Any,
+        *,
+        topic: str,
+        key: str | None,
+        sender: str | None,
+    ) -> int:
+        """``rt.send``: check, store, and deliver (poke or rehydrate) a message."""
+        record = await self.store.get_run(run_id)
+        if record is None:
+            raise RunNotFound(run_id)
+        if record.status not in ACTIVE_STATUSES:
+            raise RunFinished(
+                f"run {run_id} is {record.status}; it accepts no more messages "
+                "(start a new run, or replay this one)"
+            )
+        payload = codec_for(Any).dump(value, what=f"message to run {run_id}")
+        check_against_wait(record, topic, payload)
+        message, created = await self.store.post(
+            Message(0, run_id, topic, payload, self.clock.now(), sender=sender, key=key)
+        )
+        if created:
+            if len(self.posted) < POSTED_MAX:
+                self.posted.add(message.id)
+            await self.wake(run_id, topic, record)
+        return message.id
+
+    async def result(self, run_id: str) -> Any:
+        """``rt.result``: the outcome of a run that finished here, else the store's."""
+        delay = 0.02
+        supervisor = self.supervisor
+        while True:
+            actor = self._directory.live.get(run_id)
+            outcome = supervisor.recent.get(run_id)
+            if actor is not None or outcome is not None:
+                if actor is not None:
+                    await actor.done.wait()
+                    outcome = actor.outcome
+                if isinstance(outcome, Completed):
+                    return outcome.value
+                if isinstance(outcome, Failed):
+                    record = await self.store.get_run(run_id)
+                    raise failure(run_id, record, outcome.error)
+                if isinstance(outcome, Cancelled):
+                    raise FlowCancelled(run_id)
+                continue  # gave up or stopped: look at the store
+            record = await self.store.get_run(run_id)
+            if record is None:
+                raise RunNotFound(run_id)
+            if record.status == "completed":
+                return await load_output(record, self.artifacts, self._flows)
+            if record.status == "failed":
+                raise failure(run_id, record, None)
+            if record.status == "cancelled":
+                raise FlowCancelled(run_id)
+            if await self.resume(record):
+                continue
+            # Suspended, hosted elsewhere, or its flow is unknown here: watch
+            # for runs finishing here, and the store now and then.
+            with anyio.move_on_after(delay):
+                await supervisor.finished.wait()
+            delay = min(delay * 2, 1.0)
 
     def is_live(self, run_id: str) -> bool:
         """True when ``run_id`` has a live actor here."""

@@ -10,23 +10,50 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Protocol
 
 from .._errors import ReplayError, RunNotFound
-from .._types import RunHandle
+from .._types import RunHandle, RunSource
 from ..journal._replay_plan import CheckpointRef, Overrides, plan_replay, retry_entries
 from ..storage.base import RunPatch, RunRecord
 
 if TYPE_CHECKING:
-    from ._runtime import Runtime
+    from .._clock import Clock
+    from .._config import RuntimeConfig
+    from ..actors._supervisor import Supervisor
+    from ..journal._host import HostedFlow
+    from ..storage.base import ArtifactStore, RunStore
+    from ._placement import Placement
 
-__all__ = ("replay", "retry")
+__all__ = ("Rerunner", "replay", "retry")
+
+
+class Rerunner(RunSource, Protocol):
+    """What replay and retry need of the runtime (``kitaru.Runtime`` is the one)."""
+
+    @property
+    def store(self) -> RunStore: ...
+    @property
+    def config(self) -> RuntimeConfig: ...
+    @property
+    def clock(self) -> Clock: ...
+    @property
+    def owner(self) -> str: ...
+    @property
+    def flows(self) -> Mapping[str, HostedFlow]: ...
+    @property
+    def placement(self) -> Placement: ...
+    @property
+    def supervisor(self) -> Supervisor: ...
+    def artifacts(self) -> ArtifactStore: ...
+    def touch(self, run_id: str) -> None: ...
 
 log = logging.getLogger("kitaru.runtime")
 
 
 async def replay(
-    rt: Runtime,
+    rt: Rerunner,
     run_id: str,
     from_checkpoint: CheckpointRef | None = None,
     overrides: Overrides | None = None,
@@ -80,7 +107,7 @@ async def replay(
 
 
 
-async def retry(rt: Runtime, run_id: str) -> RunHandle:
+async def retry(rt: Rerunner, run_id: str) -> RunHandle:
     """``rt.retry``: mark the failing entries ``retry`` and make the run ``running`` again."""
     record = await rt.store.get_run(run_id)
     if record is None:

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import enum
 import logging
-import types
 import uuid
 from collections.abc import Mapping, Sequence
+from contextvars import ContextVar
 from types import TracebackType
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -23,32 +23,36 @@ from .._clock import Clock, SystemClock
 from .._config import RuntimeConfig, resolve_config
 from .._errors import (
     ConfigurationError,
-    FlowCancelled,
-    RunFinished,
     RunNotFound,
     RuntimeStateError,
 )
 from .._types import Budget, BudgetLike, RunHandle, RunInfo, RunStatus, as_budget
 from ..actors._directory import Directory
-from ..actors._outcomes import Cancelled, Completed, Failed
+from ..actors._flow_actor import FlowActor
 from ..actors._supervisor import Supervisor
 from ..journal._host import HostedFlow
 from ..journal._replay_plan import CheckpointRef, Overrides
-from ..journal._suspend import check_against_wait
 from ..storage._lazy import LazyArtifacts
 from ..storage._registry import open_store
-from ..storage.base import ACTIVE_STATUSES, Message, RunPatch, RunRecord, RunStore
-from ..storage.serde import codec_for
+from ..storage.base import RunPatch, RunRecord, RunStore
 from . import _rerun
-from ._current import runtime_var
 from ._event_bus import EventBus
-from ._inspect import failure, load_output, run_info
-from ._placement import POSTED_MAX, Placement
+from ._flows import FlowTable, check_flow
+from ._inspect import find_run, load_output, run_info
+from ._placement import Placement
 from ._services import lease_service, timer_service, wake_service
 
-__all__ = ("Runtime", "runtime")
+__all__ = ("Runtime", "current_runtime", "runtime")
 
 log = logging.getLogger("kitaru.runtime")
+
+#: The innermost open runtime of the current task (see ``current_runtime``).
+runtime_var: ContextVar[Runtime | None] = ContextVar("kitaru_runtime", default=None)
+
+
+def current_runtime() -> Runtime | None:
+    """The innermost open runtime of this task, if any."""
+    return runtime_var.get()
 
 
 class _State(enum.Enum):
@@ -68,10 +72,10 @@ class Runtime:
     ) -> None:
         self.config = config
         self._state = _State.UNOPENED
-        self._flows: dict[str, HostedFlow] = {}
+        self._flows = FlowTable()
         for f in flows:
-            self._register(f)
-        self._directory = Directory()
+            self._flows.register(f)
+        self._directory: Directory[FlowActor] = Directory()
         self._store: RunStore | None = None
         self._artifacts = LazyArtifacts(config.artifacts)
         self._tg: TaskGroup | None = None
@@ -99,7 +103,13 @@ class Runtime:
             raise
         supervisor = self._supervisor = Supervisor(self, tg, self._directory)
         placement = self._placement = Placement(
-            self._store, self.config, self._clock, self._directory, supervisor, self._flows
+            self._store,
+            self.config,
+            self._clock,
+            self._directory,
+            supervisor,
+            self._flows,
+            self._artifacts,
         )
         self._state = _State.OPEN
         self._token = runtime_var.set(self)
@@ -180,7 +190,7 @@ class Runtime:
     @property
     def flows(self) -> Mapping[str, HostedFlow]:
         """The flows this runtime hosts, by name (read-only)."""
-        return types.MappingProxyType(self._flows)
+        return self._flows
 
     def is_live(self, run_id: str) -> bool:
         """True when ``run_id`` executes (or is suspended in memory) in this runtime."""
@@ -241,19 +251,6 @@ class Runtime:
         return self._directory.owner
 
     # -- flows -------------------------------------------------------------
-    def _register(self, flow: HostedFlow) -> bool:
-        _check_flow(flow)
-        known = self._flows.get(flow.name)
-        if known is None:
-            self._flows[flow.name] = flow
-            return True
-        if known is not flow and known.fn.__qualname__ != flow.fn.__qualname__:
-            raise ConfigurationError(
-                f"two different flows are named {flow.name!r} ({known.fn.__qualname__} and "
-                f"{flow.fn.__qualname__}); give one another name with @flow(name=...)"
-            )
-        return False
-
     # -- public API ----------------------------------------------------------
     async def start(
         self,
@@ -319,9 +316,9 @@ class Runtime:
         self._check_open()
         own_budget = as_budget(budget, f"rt.{'start' if host else 'submit'}(budget=...)")
         if host:
-            newly_known = self._register(flow)
+            newly_known = self._flows.register(flow)
         else:
-            _check_flow(flow)
+            check_flow(flow)
             newly_known = False
         data = flow.encode_input(args, kwargs)
         now = self.clock.now()
@@ -363,39 +360,7 @@ class Runtime:
             kitaru.RunNotFound: no such run.
         """
         self._check_open()
-        delay = 0.02
-        assert self._supervisor is not None
-        while True:
-            actor = self._directory.live.get(run_id)
-            outcome = self._supervisor.recent.get(run_id)
-            if actor is not None or outcome is not None:
-                if actor is not None:
-                    await actor.done.wait()
-                    outcome = actor.outcome
-                if isinstance(outcome, Completed):
-                    return outcome.value
-                if isinstance(outcome, Failed):
-                    record = await self.store.get_run(run_id)
-                    raise failure(run_id, record, outcome.error)
-                if isinstance(outcome, Cancelled):
-                    raise FlowCancelled(run_id)
-                continue  # gave up or stopped: look at the store
-            record = await self.store.get_run(run_id)
-            if record is None:
-                raise RunNotFound(run_id)
-            if record.status == "completed":
-                return await self.run_output(record)
-            if record.status == "failed":
-                raise failure(run_id, record, None)
-            if record.status == "cancelled":
-                raise FlowCancelled(run_id)
-            if await self.placement.resume(record):
-                continue
-            # Suspended, hosted elsewhere, or its flow is unknown here: watch
-            # for runs finishing here, and the store now and then.
-            with anyio.move_on_after(delay):
-                await self.supervisor.finished.wait()
-            delay = min(delay * 2, 1.0)
+        return await self.placement.result(run_id)
 
     async def get_run(self, run_id: str) -> RunInfo:
         """Everything known about a run.
@@ -465,25 +430,7 @@ class Runtime:
             kitaru.RunFinished: the run has finished and takes no more messages.
         """
         self._check_open()
-        record = await self.store.get_run(run_id)
-        if record is None:
-            raise RunNotFound(run_id)
-        if record.status not in ACTIVE_STATUSES:
-            raise RunFinished(
-                f"run {run_id} is {record.status}; it accepts no more messages "
-                "(start a new run, or replay this one)"
-            )
-        payload = codec_for(Any).dump(value, what=f"message to run {run_id}")
-        check_against_wait(record, topic, payload)
-        message, created = await self.store.post(
-            Message(0, run_id, topic, payload, self.clock.now(), sender=sender, key=key)
-        )
-        if created:
-            placement = self.placement
-            if len(placement.posted) < POSTED_MAX:
-                placement.posted.add(message.id)
-            await placement.wake(run_id, topic, record)
-        return message.id
+        return await self.placement.post(run_id, value, topic=topic, key=key, sender=sender)
 
     async def find_run(self, prefix: str) -> str:
         """The full id of the run whose id is ``prefix`` or starts with it.
@@ -492,19 +439,7 @@ class Runtime:
             kitaru.RunNotFound: no run matches, or several do (the message lists some).
         """
         self._check_open()
-        if not prefix:
-            raise RunNotFound(prefix, "an empty run id matches every run; give a run id")
-        if await self.store.get_run(prefix) is not None:
-            return prefix
-        found = await self.store.find_runs(prefix, limit=6)
-        if len(found) == 1:
-            return found[0]
-        if not found:
-            raise RunNotFound(prefix)
-        shown = ", ".join(found[:5]) + (", ..." if len(found) > 5 else "")
-        raise RunNotFound(
-            prefix, f"run id prefix {prefix!r} is ambiguous ({shown}); give more characters"
-        )
+        return await find_run(self.store, prefix)
 
     async def replay(
         self,
@@ -605,18 +540,3 @@ def runtime(
     """
     config = resolve_config(store=store, artifacts=artifacts, **settings)
     return Runtime(config, flows, clock)
-
-
-@runtime_checkable
-class _Startable(Protocol):
-    """The methods a decorated flow has and a plain function lacks (checked on start)."""
-
-    def encode_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes: ...
-    def decode_input(self, data: bytes | None) -> tuple[tuple[Any, ...], dict[str, Any]]: ...
-
-
-def _check_flow(flow: object) -> None:
-    if not isinstance(flow, _Startable):
-        raise TypeError(
-            f"expected a @flow-decorated function, got {flow!r}; decorate it with @kitaru.flow"
-        )

@@ -12,12 +12,12 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._flow_actor import FlowActor
+from typing import Generic, TypeVar
 
 __all__ = ("Directory", "new_owner_id")
+
+#: What the directory maps run ids to (the runtime's flow actors).
+A = TypeVar("A")
 
 # Owner ids of the runtimes open in this process: a lease held by an id of this
 # process that is not in here belongs to a runtime that is gone.
@@ -48,12 +48,12 @@ def owner_is_dead(owner: str) -> bool:
     return False
 
 
-class Directory:
+class Directory(Generic[A]):
     """Run id -> live actor for one runtime, plus the runtime's owner identity."""
 
     def __init__(self) -> None:
         self.owner = new_owner_id()
-        self.live: dict[str, FlowActor] = {}
+        self.live: dict[str, A] = {}
 
     def open(self) -> None:
         """Mark this runtime's owner id as alive in this process."""

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import anyio.to_thread
@@ -30,11 +30,31 @@ from ._outcomes import Cancelled, Completed, ContinuedAsNew, Evicted, Failed, In
 
 if TYPE_CHECKING:
     from ..journal._host import Host, HostedFlow
-    from ._supervisor import Supervisor
 
 log = logging.getLogger("kitaru.actor")
 
-__all__ = ("FlowActor",)
+__all__ = ("FlowActor", "Residency")
+
+
+class Residency(Protocol):
+    """What an actor tells its supervisor, and takes from it (the supervisor is one)."""
+
+    #: Limits worker threads for plain-``def`` flow bodies.
+    flow_threads: anyio.CapacityLimiter
+    #: How many evictions user code swallowed (it caught BaseException).
+    swallowed_evictions: int
+
+    def idle(self, actor: FlowActor) -> None:
+        """``actor`` suspended: its execution slot is free."""
+        ...
+
+    def busy_again(self, actor: FlowActor) -> None:
+        """``actor`` woke up."""
+        ...
+
+    async def reacquire(self, actor: FlowActor) -> None:
+        """Take an execution slot again after a suspension."""
+        ...
 
 
 class FlowActor:
@@ -61,7 +81,7 @@ class FlowActor:
     def __init__(
         self,
         host: Host,
-        supervisor: Supervisor,
+        supervisor: Residency,
         record: RunRecord,
         flow: HostedFlow,
         live_args: tuple[tuple[Any, ...], dict[str, Any]] | None = None,

@@ -60,7 +60,9 @@ class ActorHost(Host, Protocol):
 class Supervisor:
     """Owns the flow actors of one runtime."""
 
-    def __init__(self, host: ActorHost, task_group: TaskGroup, directory: Directory) -> None:
+    def __init__(
+        self, host: ActorHost, task_group: TaskGroup, directory: Directory[FlowActor]
+    ) -> None:
         self._host = host
         self._tg = task_group
         self._directory = directory

@@ -11,8 +11,8 @@ import pytest
 
 import kitaru
 from kitaru import checkpoint, flow
-from kitaru._context import current_flow
-from kitaru.actors import _timers
+from kitaru.journal._context import current_flow
+from kitaru._runtime import _services as _timers
 from tests.conftest import RuntimeFactory
 
 pytestmark = pytest.mark.anyio
@@ -28,7 +28,9 @@ def executing_owner() -> str:
     """The lease-owner id of the runtime executing the current flow."""
     frame = current_flow()
     assert frame is not None
-    return frame.execution.runtime.owner
+    host = frame.execution.host
+    assert isinstance(host, kitaru.Runtime)
+    return host.owner
 
 
 def doubler(ran: list[str]) -> kitaru.Flow[Any, Any]:

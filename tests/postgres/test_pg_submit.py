@@ -13,7 +13,7 @@ import pytest
 
 import kitaru
 from kitaru import flow
-from kitaru.actors import _timers
+from kitaru._runtime import _services as _timers
 from kitaru.storage.postgres import PostgresStore
 from tests.flows.test_submit import doubler, executing_owner
 
