@@ -15,8 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from .._errors import KitaruError
-from .._types import RunStatus
+from .. import KitaruError, RunStatus
 from ._commands import COMMANDS, UsageError
 
 __all__ = ("build_parser", "main")

@@ -23,8 +23,7 @@ from ..storage._url import redact, scheme_of
 from ._render import run_duration, run_lines, runs_table, short_id
 
 if TYPE_CHECKING:
-    from .._runtime import Runtime
-    from .._types import RunInfo
+    from .. import RunInfo, Runtime
 
 __all__ = (
     "COMMANDS",
@@ -239,7 +238,7 @@ async def replay(args: argparse.Namespace) -> int:
     if args.modules:
         # Only imported, not hosted: the checkpoints' return types become known
         # (to check --set values) while the new run is left to a worker.
-        from ._worker import import_module_spec
+        from .._runtime._modules import import_module_spec
 
         for spec in args.modules:
             import_module_spec(spec)
@@ -287,16 +286,18 @@ async def cancel(args: argparse.Namespace) -> int:
 
 async def worker(args: argparse.Namespace) -> int:
     """``kitaru worker MODULE...``: host the flows of those modules until SIGINT/SIGTERM."""
-    from ._worker import load_flows, serve
+    from .._runtime._modules import load_flows
+    from ._worker import serve
 
     flows = load_flows(args.modules)
-    return await serve(make_runtime(args, flows), flows, args.modules, as_json=args.json)
+    on_event = (lambda event: write(json.dumps(event))) if args.json else None
+    return await serve(make_runtime(args, flows), flows, args.modules, on_event=on_event)
 
 
 async def serve(args: argparse.Namespace) -> int:
     """``kitaru serve [MODULE...]``: the HTTP API and the dashboard, until SIGINT/SIGTERM."""
     try:
-        from ..integrations.fastapi._serve import serve_command
+        from ._serve import serve_command
     except ImportError as exc:
         raise UsageError(f"kitaru serve needs the fastapi extra: {exc}") from None
     return await serve_command(args)

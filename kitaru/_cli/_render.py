@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .._types import RunInfo
+    from .. import RunInfo
 
 __all__ = (
     "compact_json",

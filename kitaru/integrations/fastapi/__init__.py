@@ -18,8 +18,11 @@ Routes (under the prefix): ``GET /flows``; ``POST /flows/{name}/runs``;
 that answers a wait); ``POST /runs/{id}/replay``, ``/retry``, ``/cancel``;
 ``GET /runs/{id}/events`` and ``GET /events`` (server-sent events).
 :func:`create_app` builds the app ``kitaru serve`` runs: the API under
-``/api`` and the dashboard at ``/``.
+``/api`` and the dashboard at ``/``; :func:`main` is ``kitaru serve`` itself
+(``python -m kitaru.integrations.fastapi``), from the ``kitaru`` command.
 """
+
+from typing import Any as _Any
 
 try:
     import fastapi as _fastapi  # noqa: F401
@@ -35,7 +38,6 @@ from ._routes import RuntimeDep as RuntimeDep
 from ._routes import get_runtime as get_runtime
 from ._routes import router as router
 from ._security import HostGuard as HostGuard
-from ._serve import main as main
 
 __all__ = (
     "HostGuard",
@@ -47,3 +49,13 @@ __all__ = (
     "main",
     "router",
 )
+
+
+def __getattr__(name: str) -> _Any:
+    # ``main`` is the command line's (``kitaru serve``): imported on first use,
+    # so the integration itself never imports the ``kitaru`` command.
+    if name == "main":
+        from .__main__ import main
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

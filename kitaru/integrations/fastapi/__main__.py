@@ -2,6 +2,9 @@
 
 import sys
 
-from ._serve import main
+from ..._cli._serve import main
 
-sys.exit(main())
+__all__ = ("main",)
+
+if __name__ == "__main__":
+    sys.exit(main())
