@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 import kitaru
-from kitaru._events import Cursor, EventBus, derive_events
 from kitaru.integrations.fastapi import create_app
+from kitaru.integrations.fastapi.events import Cursor, derive_events
 from kitaru.storage.base import JournalEntry, RunRecord
 from tests.api.api_flows import FLOWS, approval
 from tests.api.conftest import live_server, read_events, until, wait_status
@@ -140,8 +140,12 @@ def test_journal_started_afresh_is_reported_again() -> None:
     assert [(e.type, e.data["position"]) for e in fresh] == [("checkpoint", 0)]
 
 
-async def test_bus_touch_is_free_without_listeners_and_wakes_subscribers() -> None:
-    bus = EventBus()
+async def test_bus_touch_is_free_without_listeners_and_wakes_subscribers(tmp_path: Path) -> None:
+    async with kitaru.runtime(store="memory://event-bus", artifacts=str(tmp_path)) as rt:
+        await _touch_and_wake(rt.events)
+
+
+async def _touch_and_wake(bus: Any) -> None:
     bus.touch("a")  # nobody listens: nothing happens
     assert not bus.listening
     with bus.subscribe("a") as sub, bus.subscribe() as every:

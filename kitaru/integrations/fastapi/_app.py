@@ -8,9 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from ..._flow import Flow
-from ..._runtime import runtime
-from ..._version import __version__
+from ... import Flow, __version__, runtime
 from ._dashboard import dashboard_router
 from ._routes import RUNTIME_KEY, router
 from ._security import DEFAULT_MAX_BODY, HostGuard

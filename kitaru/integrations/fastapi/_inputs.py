@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from ..._flow import Flow
+from ... import Flow
 
 __all__ = ("bind_input", "input_model")
 

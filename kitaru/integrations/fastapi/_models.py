@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..._types import RunInfo, RunStatus, Usage, WaitInfo
+from ... import RunStatus, Usage, WaitInfo
+from ...journal._execution import wait_info
+from ...storage.base import RunRecord
 
 __all__ = (
     "Error",
@@ -16,9 +18,11 @@ __all__ = (
     "MessageIn",
     "ReplayIn",
     "RunPage",
+    "RunRow",
     "RunSummary",
     "StartRun",
     "ValidationErrors",
+    "pending_wait",
 )
 
 #: What a client-chosen run id may contain (it appears in URLs and file names).
@@ -83,8 +87,31 @@ class ReplayIn(BaseModel):
     )
 
 
-class RunSummary(BaseModel):
-    """A run in a list: its row, without the journal."""
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def pending_wait(record: RunRecord) -> tuple[int | None, WaitInfo] | None:
+    """The journal position and public record of the run's pending wait, if any."""
+    wait = wait_info(record.wait)
+    if wait is None:
+        return None
+    deadline = wait.get("deadline")
+    info = WaitInfo(
+        topic=wait["topic"],
+        question=wait.get("question"),
+        schema=wait.get("schema") or {},
+        deadline=None if deadline is None else _utc(deadline),
+    )
+    return wait.get("position"), info
+
+
+class RunRow(BaseModel):
+    """A run as its row alone gives it, without its journal.
+
+    The one projection of a run that lists of runs (:class:`RunSummary`) and
+    the summaries in event streams share.
+    """
 
     id: str
     flow: str
@@ -93,27 +120,42 @@ class RunSummary(BaseModel):
     updated_at: datetime
     error: str | None = None
     pending_wait: WaitInfo | None = None
-    usage: Usage = Usage()
+    wake_at: datetime | None = Field(
+        default=None,
+        description="When a sleeping run wakes up, or a pending wait's deadline expires.",
+    )
     replay_of: str | None = None
     parent_id: str | None = None
-    checkpoints: int = Field(description="Journal entries so far.")
+    usage: Usage = Usage()
 
     @classmethod
-    def of(cls, info: RunInfo) -> RunSummary:
-        """The summary of a full :class:`kitaru.RunInfo`."""
+    def of(cls, record: RunRecord, **extra: Any) -> Self:
+        """The projection of a run store record (``extra``: the fields of a subclass)."""
+        wait = pending_wait(record)
         return cls(
-            id=info.id,
-            flow=info.flow,
-            status=info.status,
-            created_at=info.created_at,
-            updated_at=info.updated_at,
-            error=info.error,
-            pending_wait=info.pending_wait,
-            usage=info.usage,
-            replay_of=info.replay_of,
-            parent_id=info.parent_id,
-            checkpoints=info.checkpoint_count,
+            id=record.id,
+            flow=record.flow,
+            status=RunStatus(record.status),
+            created_at=_utc(record.created_at),
+            updated_at=_utc(record.updated_at),
+            error=record.error,
+            pending_wait=None if wait is None else wait[1],
+            wake_at=None if record.wake_at is None else _utc(record.wake_at),
+            replay_of=record.replay_of,
+            parent_id=record.parent_id,
+            usage=Usage(
+                input_tokens=record.input_tokens,
+                output_tokens=record.output_tokens,
+                cost_usd=record.cost_usd,
+            ),
+            **extra,
         )
+
+
+class RunSummary(RunRow):
+    """A run in a list: its row, without the journal (``RunSummary.of(record, checkpoints=n)``)."""
+
+    checkpoints: int = Field(description="Journal entries so far.")
 
 
 class RunPage(BaseModel):

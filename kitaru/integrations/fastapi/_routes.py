@@ -14,18 +14,18 @@ from fastapi.responses import StreamingResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from ..._errors import (
+from ... import (
     ConfigurationError,
+    Flow,
     InvalidMessage,
     ReplayError,
     RunFinished,
+    RunInfo,
     RunNotFound,
+    RunStatus,
+    Runtime,
     SerializationError,
 )
-from ..._events import Cursor, run_events, runs_events, snapshot_events
-from ..._flow import Flow
-from ..._runtime import Runtime
-from ..._types import RunInfo, RunStatus
 from ._inputs import bind_input, input_model
 from ._models import (
     RUN_ID_PATTERN,
@@ -41,6 +41,7 @@ from ._models import (
 )
 from ._security import DEFAULT_MAX_BODY, guarded_route_class
 from ._sse import HEADERS, frames
+from .events import Cursor, run_events, runs_events, snapshot_events
 
 __all__ = ("CLOSING_KEY", "RUNTIME_KEY", "RuntimeDep", "get_runtime", "router")
 
@@ -159,7 +160,9 @@ def router(
     )
 
     def startable(rt: Runtime) -> dict[str, Flow[Any, Any]]:
-        return exposed if exposed is not None else dict(rt._flows)
+        if exposed is not None:
+            return exposed
+        return {name: f for name, f in rt.flows.items() if isinstance(f, Flow)}
 
     def find_flow(rt: Runtime, name: str) -> Flow[Any, Any]:
         found = startable(rt).get(name)
@@ -194,7 +197,7 @@ def router(
                 return existing
         # A flow this runtime hosts runs here; one it only exposes
         # (router(flows=...)) is left for the workers that host it.
-        begin = rt.start if flow.name in rt._flows else rt.submit
+        begin = rt.start if flow.name in rt.flows else rt.submit
         try:
             handle = await begin(flow, *args, run_id=run_id, **kwargs)
         except TypeError as exc:
@@ -255,11 +258,13 @@ def router(
         cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     ) -> RunPage:
         """Runs, newest first, filtered by status and flow."""
-        infos = await rt.list_runs(
-            status=status, flow=flow, limit=limit, before=cursor, journal=False
+        records = await rt.store.list_runs(
+            status=None if status is None else status.value, flow=flow, limit=limit, before=cursor
         )
-        next_cursor = infos[-1].id if len(infos) == limit else None
-        return RunPage(runs=[RunSummary.of(i) for i in infos], next_cursor=next_cursor)
+        counts = await rt.store.journal_counts([r.id for r in records])
+        runs = [RunSummary.of(r, checkpoints=counts.get(r.id, 0)) for r in records]
+        next_cursor = runs[-1].id if len(runs) == limit else None
+        return RunPage(runs=runs, next_cursor=next_cursor)
 
     @api.get(
         "/runs/{run_id}",

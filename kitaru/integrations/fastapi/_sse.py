@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 
-from ..._events import RunEvent
+from .events import RunEvent
 
 __all__ = ("HEADERS", "frame", "frames")
 
