@@ -34,43 +34,30 @@ before they are raised or recorded; parameters and prompts are never recorded.
 from __future__ import annotations
 
 import functools
-import importlib
-import json
-import os
-import re
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast, overload
 
 import anyio
 import anyio.from_thread
-import anyio.to_thread
 
 from .._config import RuntimeConfig, resolve_config
-from .._errors import ConfigurationError, SerializationError
+from .._errors import SerializationError
 from .._runtime._current import current_runtime
 from .._tracing import Attributes
-from ..journal._budget import CallUsage
 from ..journal._context import CheckpointFrame, FlowFrame, frame_var
 from ..journal._failures import RETRY
 from ..storage.serde import Codec, codec_for, describe_type
-from . import _guard
-from ._durable import (
-    AttemptLog,
-    backoff_of,
-    call_with_retries,
-    journaled,
-    live_in_checkpoint,
-    live_outside,
-    secrets_of,
-)
+from ._durable import AttemptLog, journaled, live_in_checkpoint, live_outside
+from ._models import content_of, load_litellm, resolve_model, usage_of
+from ._retries import backoff_of, call_with_retries
+from ._secrets import secrets_of
+from ._structured import ask_for_json, parse_answer, reask
 
 if TYPE_CHECKING:
-    from types import ModuleType
-
     from ..journal._execution import Execution
 
-__all__ = ("llm", "load_litellm", "resolve_model")
+__all__ = ("llm",)
 
 T = TypeVar("T")
 
@@ -78,9 +65,6 @@ Messages = Sequence[Mapping[str, Any]]
 
 #: Parameters of ``kitaru.llm`` that litellm never sees.
 _STREAMING = ("stream", "stream_options")
-
-
-# -- the public function ---------------------------------------------------------------------
 
 
 @overload
@@ -231,25 +215,6 @@ def _dispatch(fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
     return fn()
 
 
-# -- litellm ---------------------------------------------------------------------------------
-
-
-_litellm: ModuleType | None = None
-
-
-async def load_litellm() -> ModuleType:
-    """litellm, imported on first use in a worker thread (it takes seconds), guard applied."""
-    global _litellm
-    module = _litellm
-    if module is None:
-        # Not sys.modules: while another thread imports it, it is there half-initialised;
-        # import_module waits for that import to finish.
-        module = _litellm = await anyio.to_thread.run_sync(importlib.import_module, "litellm")
-    if _guard.active():
-        _guard.patch(module)
-    return module
-
-
 @dataclass(slots=True)
 class _Call:
     """One ``kitaru.llm`` call as made; the model and parameters resolve when it goes live."""
@@ -316,7 +281,7 @@ class _Call:
         messages = self.messages
         codec = self.codec
         if self.schema is not None:
-            messages, params = _ask_for_json(litellm, model, messages, params, codec)
+            messages, params = ask_for_json(litellm, model, messages, params, codec)
         retries = config.llm_retries if self.retries is None else self.retries
         backoff = backoff_of(config)
         reasks = 0
@@ -328,17 +293,17 @@ class _Call:
                 backoff=backoff,
                 secrets=secrets,
             )
-            log.usage.add(_usage_of(litellm, response, model))
+            log.usage.add(usage_of(litellm, response, model))
             log.attributes["gen_ai.response.model"] = getattr(response, "model", None)
             hidden = getattr(response, "_hidden_params", None) or {}
             log.attributes["gen_ai.system"] = (
                 hidden.get("custom_llm_provider") or log.attributes["gen_ai.system"]
             )
-            text = _content(response)
+            text = content_of(response)
             if self.schema is None:
                 return text, codec.dump(text, what="LLM answer")
             try:
-                value = _parse(text, codec)
+                value = parse_answer(text, codec)
             except SerializationError as exc:
                 log.errors.append(f"SerializationError: {exc}")
                 if reasks >= self.schema_retries:
@@ -348,149 +313,9 @@ class _Call:
                         "expected JSON in the prompt, or allow more schema_retries"
                     ) from None
                 reasks += 1
-                messages = [
-                    *messages,
-                    {"role": "assistant", "content": text},
-                    {
-                        "role": "user",
-                        "content": f"That answer is not valid: {exc}. Reply again with only "
-                        "the corrected JSON value.",
-                    },
-                ]
+                messages = reask(messages, text, exc)
                 continue
             data = codec.dump(value, what=lambda: f"the answer of {model}")
             if codec.exact is not None and type(value) is codec.exact:
                 return value, data
             return codec.load(data, what="LLM answer"), data
-
-
-def resolve_model(config: RuntimeConfig, model: str | None) -> tuple[str, dict[str, Any]]:
-    """The litellm model string and default parameters for an alias or model string.
-
-    Raises:
-        kitaru.ConfigurationError: no model and no ``default`` alias, or the
-            alias's ``api_key_env`` variable is not set.
-    """
-    key = "default" if model is None else model
-    spec = config.models.get(key)
-    if spec is None:
-        if model is None:
-            raise ConfigurationError(
-                "kitaru.llm() got no model and no 'default' model alias is configured; pass "
-                "model='gpt-4o-mini' (any litellm model string) or an alias, or configure one: "
-                '[tool.kitaru.models] default = "gpt-4o-mini" in pyproject.toml, '
-                "KITARU_MODEL_DEFAULT=gpt-4o-mini, or kitaru.runtime(models={...})"
-            )
-        return model, {}
-    params = dict(spec)
-    target = str(params.pop("model"))
-    env = params.pop("api_key_env", None)
-    if env is not None:
-        value = os.environ.get(str(env))
-        if not value:
-            raise ConfigurationError(
-                f"model alias {key!r} reads its API key from the environment variable {env}, "
-                "which is not set"
-            )
-        params["api_key"] = value
-    return target, params
-
-
-def _content(response: Any) -> str:
-    try:
-        content = response.choices[0].message.content
-    except (AttributeError, IndexError):
-        return ""
-    return "" if content is None else str(content)
-
-
-def _usage_of(litellm: ModuleType, response: Any, model: str) -> CallUsage:
-    usage = getattr(response, "usage", None)
-    tokens_in = int(getattr(usage, "prompt_tokens", 0) or 0)
-    tokens_out = int(getattr(usage, "completion_tokens", 0) or 0)
-    hidden = getattr(response, "_hidden_params", None) or {}
-    cost = hidden.get("response_cost")
-    if cost is None:
-        try:
-            cost = litellm.completion_cost(completion_response=response, model=model)
-        except Exception:
-            cost = None  # a model without a known price: tokens only
-    return CallUsage(
-        input_tokens=tokens_in,
-        output_tokens=tokens_out,
-        cost_usd=None if cost is None else float(cost),
-        model=model,
-    )
-
-
-def _ask_for_json(
-    litellm: ModuleType,
-    model: str,
-    messages: list[dict[str, Any]],
-    params: dict[str, Any],
-    codec: Codec,
-) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Messages and parameters that ask the model for JSON fitting ``codec``'s type."""
-    schema = dict(codec.json_schema())
-    if schema.get("type") != "object":
-        # Structured-output APIs want an object at the top: wrap the value.
-        defs = schema.pop("$defs", None)
-        schema = {"type": "object", "properties": {"value": schema}, "required": ["value"]}
-        if defs:
-            schema["$defs"] = defs
-    instruction = (
-        "Reply with a single JSON value and nothing else, matching this JSON Schema:\n"
-        + json.dumps(schema)
-    )
-    if "response_format" not in params:
-        params = dict(params)
-        if _supports(litellm.supports_response_schema, model):
-            title = re.sub(r"[^A-Za-z0-9_-]", "_", describe_type(codec.annotation))[:64]
-            params["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {"name": title or "answer", "schema": schema, "strict": False},
-            }
-        elif "response_format" in (_supported_params(litellm, model) or ()):
-            params["response_format"] = {"type": "json_object"}
-    if messages and messages[0].get("role") == "system":
-        first = dict(messages[0])
-        first["content"] = f"{first.get('content') or ''}\n\n{instruction}".strip()
-        return [first, *messages[1:]], params
-    return [{"role": "system", "content": instruction}, *messages], params
-
-
-def _supports(check: Callable[..., Any], model: str) -> bool:
-    try:
-        return bool(check(model=model))
-    except Exception:
-        return False
-
-
-def _supported_params(litellm: ModuleType, model: str) -> list[str] | None:
-    try:
-        found = litellm.get_supported_openai_params(model=model)
-    except Exception:
-        return None
-    return list(found) if found else None
-
-
-_FENCE = re.compile(r"^```[A-Za-z0-9_-]*\s*\n?(.*?)\n?```$", re.DOTALL)
-
-
-def _parse(text: str, codec: Codec) -> Any:
-    """The answer as ``codec``'s type; a :class:`SerializationError` says why it does not fit."""
-    body = text.strip()
-    fenced = _FENCE.match(body)
-    if fenced:
-        body = fenced.group(1).strip()
-    try:
-        data = json.loads(body)
-    except ValueError as exc:
-        raise SerializationError(f"the answer is not JSON ({exc})") from None
-    if (
-        isinstance(data, dict)
-        and set(data) == {"value"}
-        and codec.json_schema().get("type") != ("object")
-    ):
-        data = data["value"]
-    return codec.validate(json.dumps(data), what="the answer")

@@ -1,57 +1,39 @@
 """The durable core of LLM calls, shared by ``kitaru.llm`` and the PydanticAI adapter.
 
-:func:`journaled` makes one live call the ``llm`` journal entry at a position
-(or replays it): the recorded value is returned, a recorded failure raised
-again, an entry ``rt.retry`` marked runs again; a live call is checked against
+:func:`journaled` makes one live call the ``llm`` journal entry at a position,
+through the journal's one durable-call routine
+(:func:`kitaru.journal._durable.durable`): the recorded value is returned, a
+recorded failure raised again (as litellm's own exception class when it was
+one), an entry ``rt.retry`` marked runs again; a live call is checked against
 the run's budget, runs with retries of transient provider errors
-(:func:`call_with_retries`), and commits its value, its usage (added to the
-run in the same transaction) and the errors of its attempts. Inside a
-checkpoint body, :func:`live_in_checkpoint` runs the call and sums its usage
-into the checkpoint's instead.
-
-Errors are scrubbed of secrets (parameter values such as ``api_key``, and the
-values of secret-looking environment variables) before anyone sees them.
+(:func:`kitaru._llm._retries.call_with_retries`), and commits its value, its
+usage (added to the run in the same transaction) and the errors of its
+attempts. Inside a checkpoint body, :func:`live_in_checkpoint` runs the call
+and sums its usage into the checkpoint's instead; outside a flow,
+:func:`live_outside` just runs it.
 """
 
 from __future__ import annotations
 
 import importlib
-import os
-import re
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
-
-import anyio
+from typing import TYPE_CHECKING, Any
 
 from .._errors import BudgetExceeded
 from .._tracing import Attributes, span
-from .._types import Backoff
-from ..journal._budget import CallUsage, add_to_metadata, check_budget, usage_patch
-from ..journal._failures import RETRY, describe_error, error_record, rebuild_error, retry_history
-from ..storage.serde import Codec, loads_plain
+from ..journal._budget import CallUsage, add_to_metadata, check_budget
+from ..journal._durable import Call, durable
+from ..journal._failures import rebuild_error
+from ..storage.serde import loads_plain
 
 if TYPE_CHECKING:
-    from .._config import RuntimeConfig
     from ..journal._context import CheckpointFrame
     from ..journal._execution import Execution
+    from ..storage.base import JournalEntry
+    from ..storage.serde import Codec
 
-__all__ = (
-    "AttemptLog",
-    "Live",
-    "backoff_of",
-    "call_with_retries",
-    "is_transient",
-    "journaled",
-    "live_in_checkpoint",
-    "live_outside",
-    "scrub",
-    "scrub_exception",
-    "secrets_of",
-)
-
-T = TypeVar("T")
+__all__ = ("AttemptLog", "Live", "journaled", "live_in_checkpoint", "live_outside")
 
 
 @dataclass(slots=True)
@@ -87,101 +69,76 @@ async def journaled(
     else runs, and its value, usage and errors are committed with the usage
     added to the run.
     """
-    entry = execution.recorded(position, name, "llm")
-    prior = 0
-    errors: list[str] = []
-    if entry is not None:
-        if entry.status == "completed":
-            return await execution.load(
-                entry,
-                codec,
-                lambda: f"LLM call {name!r} (run {execution.run_id}, position {position})",
-            )
-        if entry.status != RETRY:
-            raise _rebuild(name, entry.error)
-        prior, errors = retry_history(entry)
-    started = time.time()
-    log = AttemptLog(errors=errors)
-    try:
-        await check_budget(execution)
-    except BudgetExceeded as exc:
-        await _commit_failure(execution, position, name, started, prior, log, exc)
-        raise
-    try:
-        with span(span_name, span_attributes) as current:
-            execution.busy += 1
-            try:
-                result, data = await live(log)
-            finally:
-                execution.busy -= 1
-                if current is not None:
-                    current.set_attributes(_usage_attributes(log))
-    except Exception as exc:
-        # Like a checkpoint body's: whatever the call raised is its recorded outcome.
-        await _commit_failure(execution, position, name, started, prior, log, exc)
-        raise
-    value, ref = await execution.store_value(data)
-    metadata: dict[str, Any] = {"usage": log.usage.metadata()}
-    if log.errors:
-        metadata["errors"] = log.errors
-    await execution.commit(
-        execution.entry(
-            position,
-            name,
-            "llm",
-            started_at=started,
-            attempts=prior + log.calls,
-            value=value,
-            ref=ref,
-            metadata=metadata,
-        ),
-        usage_patch(execution.run_id, log.usage),
+
+    async def run(call: Call) -> Any:
+        call.failure_details = _litellm_details
+        log = AttemptLog(errors=call.errors)
+        call.tries = 0  # the entry counts provider calls: a refused call made none
+        # The budget's refusal is recorded (a replay raises it again); a store
+        # error while checking the budget is not.
+        call.records_failures = False
+        try:
+            await check_budget(execution)
+        except BudgetExceeded as exc:
+            await call.fail(exc)
+            raise
+        # From here, whatever the call raises is its recorded outcome, like a
+        # checkpoint body's.
+        call.records_failures = True
+        try:
+            with span(span_name, span_attributes) as current:
+                execution.busy += 1
+                try:
+                    result, data = await live(log)
+                finally:
+                    execution.busy -= 1
+                    if current is not None:
+                        current.set_attributes(_usage_attributes(log))
+        except Exception:
+            call.tries = log.calls
+            call.metadata["errors"] = call.errors  # a failure's metadata lists them first
+            if log.calls:
+                call.metadata["usage"] = log.usage.metadata()
+            raise
+        call.tries = log.calls
+        call.metadata["usage"] = log.usage.metadata()
+        call.data = data
+        return result
+
+    return await durable(
+        execution,
+        position,
+        name,
+        "llm",
+        run,
+        codec=codec,
+        recorded_failure=_recorded_failure,
+        records_failures=True,
+        label=f"LLM call {name!r}",
     )
-    return result
 
 
-async def _commit_failure(
-    execution: Execution,
-    position: int,
-    name: str,
-    started: float,
-    prior: int,
-    log: AttemptLog,
-    exc: BaseException,
-) -> None:
-    description = describe_error(exc)
-    if not log.errors or log.errors[-1] != description:
-        log.errors.append(description)
-    metadata: dict[str, Any] = {"errors": log.errors}
-    if log.calls:
-        metadata["usage"] = log.usage.metadata()
-    record = error_record(exc, log.errors)
-    if type(exc).__module__.startswith("litellm"):
-        # litellm's exceptions take keyword arguments: keep them, so a replay
-        # raises the very same class (a flow may catch litellm.RateLimitError).
-        record["litellm"] = {
+def _litellm_details(exc: BaseException) -> dict[str, Any]:
+    """The error record's ``"litellm"`` field: the keyword arguments of litellm's exceptions.
+
+    Kept so that a replay raises the very same class (a flow may catch
+    ``litellm.RateLimitError``).
+    """
+    if not type(exc).__module__.startswith("litellm"):
+        return {}
+    return {
+        "litellm": {
             "message": getattr(exc, "message", str(exc)),
             "llm_provider": getattr(exc, "llm_provider", None),
             "model": getattr(exc, "model", None),
             "status_code": getattr(exc, "status_code", None),
         }
-    await execution.commit(
-        execution.entry(
-            position,
-            name,
-            "llm",
-            started_at=started,
-            attempts=prior + log.calls,
-            error=record,
-            metadata=metadata,
-        ),
-        usage_patch(execution.run_id, log.usage) if log.calls else None,
-    )
+    }
 
 
-def _rebuild(name: str, data: bytes | None) -> Exception:
+def _recorded_failure(entry: JournalEntry) -> BaseException:
     """The recorded failure of an LLM call, as the same exception class when possible."""
-    record = loads_plain(data) or {}
+    record = loads_plain(entry.error) or {}
     saved = record.get("litellm")
     type_name = str(record.get("type", ""))
     module_name, _, qualname = type_name.rpartition(".")
@@ -207,7 +164,7 @@ def _rebuild(name: str, data: bytes | None) -> Exception:
                 return exc
         except Exception:
             pass
-    return rebuild_error(name, data)
+    return rebuild_error(entry.name, entry.error)
 
 
 async def live_in_checkpoint(
@@ -252,137 +209,3 @@ def _usage_attributes(log: AttemptLog) -> dict[str, Any]:
         attributes["kitaru.llm.cost_usd"] = usage.cost_usd
     attributes.update({k: v for k, v in log.attributes.items() if v is not None})
     return attributes
-
-
-# -- retries ---------------------------------------------------------------------------------
-
-#: Error class names (anywhere in the MRO) that mean "try again later", across
-#: litellm, the OpenAI and Anthropic SDKs and PydanticAI.
-_TRANSIENT_NAMES = frozenset(
-    {
-        "RateLimitError",
-        "Timeout",
-        "APITimeoutError",
-        "APIConnectionError",
-        "InternalServerError",
-        "ServiceUnavailableError",
-        "BadGatewayError",
-        "OverloadedError",
-    }
-)
-#: Error class names that never get better by retrying.
-_PERMANENT_NAMES = frozenset(
-    {
-        "AuthenticationError",
-        "BadRequestError",
-        "NotFoundError",
-        "PermissionDeniedError",
-        "UnprocessableEntityError",
-        "ContentPolicyViolationError",
-        "ContextWindowExceededError",
-    }
-)
-
-
-def is_transient(exc: BaseException) -> bool:
-    """True for provider errors worth retrying: rate limits, timeouts, connection errors, 5xx."""
-    names = {cls.__name__ for cls in type(exc).__mro__}
-    if names & _PERMANENT_NAMES:
-        return False
-    if names & _TRANSIENT_NAMES:
-        return True
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int):
-        return status in (408, 409, 429) or status >= 500
-    return isinstance(exc, TimeoutError | ConnectionError)
-
-
-async def call_with_retries(
-    once: Callable[[], Awaitable[T]],
-    log: AttemptLog,
-    *,
-    retries: int,
-    backoff: Backoff,
-    secrets: Iterable[str] = (),
-) -> T:
-    """Call ``once`` until it succeeds, retrying transient errors with backoff.
-
-    Each attempt counts in ``log.calls`` and its time in ``log.usage.latency_s``;
-    each failed attempt is listed in ``log.errors``. Errors are
-    scrubbed of ``secrets`` (and of secret environment values) before anything
-    sees them.
-    """
-    retried = 0
-    while True:
-        log.calls += 1
-        began = time.perf_counter()
-        try:
-            return await once()
-        except Exception as exc:
-            scrub_exception(exc, secrets)
-            log.errors.append(describe_error(exc))
-            if retried >= retries or not is_transient(exc):
-                raise
-            retried += 1
-        finally:
-            log.usage.latency_s += time.perf_counter() - began
-        await anyio.sleep(backoff.delay(retried))
-
-
-def backoff_of(config: RuntimeConfig) -> Backoff:
-    """The backoff policy of LLM retries under ``config``."""
-    return Backoff(initial=config.llm_backoff, factor=2.0, max=30.0, jitter=0.1)
-
-
-# -- secrets ---------------------------------------------------------------------------------
-
-_SECRET_KEY = re.compile(r"key|secret|token|password|credential|authorization", re.IGNORECASE)
-_SECRET_ENV = re.compile(r"(API_KEY|SECRET|TOKEN|PASSWORD|CREDENTIALS?)(_|$)", re.IGNORECASE)
-#: Shorter values are not scrubbed (they would mangle ordinary words).
-_MIN_SECRET = 8
-
-
-def secrets_of(params: Mapping[str, Any]) -> list[str]:
-    """Secret-looking parameter values (API keys, tokens, auth headers)."""
-    found: list[str] = []
-    for key, value in params.items():
-        if isinstance(value, Mapping) and key in ("extra_headers", "headers"):
-            found.extend(secrets_of(value))
-        elif isinstance(value, str) and _SECRET_KEY.search(key):
-            found.append(value)
-            if value.lower().startswith("bearer "):
-                found.append(value[7:])
-    return [s for s in found if len(s) >= _MIN_SECRET]
-
-
-def _env_secrets() -> list[str]:
-    return [
-        value
-        for name, value in os.environ.items()
-        if len(value) >= _MIN_SECRET and _SECRET_ENV.search(name)
-    ]
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every secret replaced by ``***``."""
-    for secret in secrets:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return text
-
-
-def scrub_exception(exc: BaseException, secrets: Iterable[str] = ()) -> None:
-    """Remove secrets from ``exc`` and its causes in place (their arguments and messages)."""
-    every = sorted({*secrets, *_env_secrets()}, key=len, reverse=True)
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        current.args = tuple(scrub(a, every) if isinstance(a, str) else a for a in current.args)
-        message = getattr(current, "message", None)
-        if isinstance(message, str):
-            try:
-                current.message = scrub(message, every)  # type: ignore[attr-defined]
-            except AttributeError:
-                pass
-        current = current.__cause__ or current.__context__

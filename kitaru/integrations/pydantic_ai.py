@@ -68,13 +68,8 @@ except ImportError as _exc:  # pragma: no cover - depends on the environment
 
 from .._config import RuntimeConfig
 from .._errors import ConfigurationError, NonDeterminismError
-from .._llm._durable import (
-    AttemptLog,
-    backoff_of,
-    call_with_retries,
-    journaled,
-    live_in_checkpoint,
-)
+from .._llm._durable import AttemptLog, journaled, live_in_checkpoint
+from .._llm._retries import backoff_of, call_with_retries
 from .._tracing import span
 from ..journal._budget import CallUsage, usage_patch
 from ..journal._context import CheckpointFrame, FlowFrame, frame_var

@@ -8,7 +8,7 @@ import pytest
 
 import kitaru
 from kitaru._config import resolve_config
-from kitaru._llm._call import resolve_model
+from kitaru._llm._models import resolve_model
 from tests.conftest import RuntimeFactory
 from tests.llm.conftest import Script
 

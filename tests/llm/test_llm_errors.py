@@ -8,7 +8,7 @@ import pytest
 
 import kitaru
 from kitaru import flow
-from kitaru._llm._durable import is_transient
+from kitaru._llm._retries import is_transient
 from tests.conftest import RuntimeFactory
 from tests.llm.conftest import Script, auth_error, rate_limited
 

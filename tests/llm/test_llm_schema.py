@@ -9,7 +9,7 @@ import pytest
 
 import kitaru
 from kitaru import flow
-from kitaru._llm._call import _ask_for_json
+from kitaru._llm._structured import ask_for_json
 from kitaru.storage.serde import codec_for
 from tests.llm.conftest import Script
 
@@ -101,11 +101,11 @@ def test_native_structured_output_when_the_model_supports_it() -> None:
     import litellm
 
     messages = [{"role": "user", "content": "q"}]
-    _, params = _ask_for_json(litellm, "gpt-4o-mini", messages, {}, codec_for(list[int]))
+    _, params = ask_for_json(litellm, "gpt-4o-mini", messages, {}, codec_for(list[int]))
     spec = params["response_format"]
     assert spec["type"] == "json_schema"
     schema = spec["json_schema"]["schema"]
     assert schema["type"] == "object" and schema["required"] == ["value"]
     given = {"response_format": {"type": "json_object"}}
-    _, params = _ask_for_json(litellm, "gpt-4o-mini", messages, given, codec_for(Verdict))
+    _, params = ask_for_json(litellm, "gpt-4o-mini", messages, given, codec_for(Verdict))
     assert params == given  # the caller's choice wins
