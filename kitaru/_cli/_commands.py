@@ -289,7 +289,7 @@ async def worker(args: argparse.Namespace) -> int:
     from .._runtime._modules import load_flows
     from ._worker import serve
 
-    flows = load_flows(args.modules)
+    flows = load_flows(args.modules, kitaru.Flow)
     on_event = (lambda event: write(json.dumps(event))) if args.json else None
     return await serve(make_runtime(args, flows), flows, args.modules, on_event=on_event)
 

@@ -18,7 +18,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from .. import ConfigurationError, KitaruError
+from .. import ConfigurationError, Flow, KitaruError
 from .._runtime._modules import load_flows
 from ..integrations.fastapi import create_app
 from ..integrations.fastapi._security import DEFAULT_MAX_BODY, loopback_hosts
@@ -82,7 +82,7 @@ async def serve_command(args: argparse.Namespace) -> int:
     if not 0 <= args.port <= 65535:
         raise ConfigurationError(f"--port must be 0-65535, got {args.port}")
     check_bind(args.host, token)
-    flows = load_flows(args.modules) if args.modules else []
+    flows = load_flows(args.modules, Flow) if args.modules else []
     app = create_app(
         flows,
         token=token,
@@ -113,13 +113,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_serve_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from ._commands import UsageError
-
     try:
         result: int = anyio.run(serve_command, args)
     except KeyboardInterrupt:
         return 130
-    except (KitaruError, UsageError) as exc:
+    except KitaruError as exc:
         sys.stderr.write(f"kitaru: error: {' '.join(str(exc).split())}\n")
         return 2
     return result

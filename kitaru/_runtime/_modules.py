@@ -19,12 +19,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TypeVar
 
 from .._errors import ConfigurationError
-from .._flow import Flow
 
 __all__ = ("import_module_spec", "load_flows")
+
+F = TypeVar("F")
 
 log = logging.getLogger("kitaru.worker")
 
@@ -87,16 +88,18 @@ def import_module_spec(spec: str) -> ModuleType:
         raise ConfigurationError(f"cannot import {spec}: {type(exc).__name__}: {detail}") from None
 
 
-def load_flows(specs: Sequence[str]) -> list[Flow[Any, Any]]:
-    """Every :class:`kitaru.Flow` among the globals of the named modules.
+def load_flows(specs: Sequence[str], kind: type[F]) -> list[F]:
+    """Every ``kind`` (:class:`kitaru.Flow`) among the globals of the named modules.
+
+    The caller names the class, so this layer needs nothing from the public face.
 
     Raises:
         kitaru.ConfigurationError: a module cannot be imported or defines no flow.
     """
-    flows: dict[int, Flow[Any, Any]] = {}
+    flows: dict[int, F] = {}
     for spec in specs:
         module = import_module_spec(spec)
-        found = [v for v in vars(module).values() if isinstance(v, Flow)]
+        found = [v for v in vars(module).values() if isinstance(v, kind)]
         if not found:
             raise ConfigurationError(
                 f"module {module.__name__} ({spec}) has no flows: a worker hosts functions "

@@ -18,11 +18,11 @@ Routes (under the prefix): ``GET /flows``; ``POST /flows/{name}/runs``;
 that answers a wait); ``POST /runs/{id}/replay``, ``/retry``, ``/cancel``;
 ``GET /runs/{id}/events`` and ``GET /events`` (server-sent events).
 :func:`create_app` builds the app ``kitaru serve`` runs: the API under
-``/api`` and the dashboard at ``/``; :func:`main` is ``kitaru serve`` itself
-(``python -m kitaru.integrations.fastapi``), from the ``kitaru`` command.
+``/api`` and the dashboard at ``/``. ``kitaru serve`` (also
+``python -m kitaru.integrations.fastapi``) serves it; its command line belongs
+to the ``kitaru`` command, so this package no longer exports a ``main``
+(the entry point is ``kitaru.integrations.fastapi.__main__.main``).
 """
-
-from typing import Any as _Any
 
 try:
     import fastapi as _fastapi  # noqa: F401
@@ -46,16 +46,5 @@ __all__ = (
     "dashboard_router",
     "get_runtime",
     "lifespan",
-    "main",
     "router",
 )
-
-
-def __getattr__(name: str) -> _Any:
-    # ``main`` is the command line's (``kitaru serve``): imported on first use,
-    # so the integration itself never imports the ``kitaru`` command.
-    if name == "main":
-        from .__main__ import main
-
-        return main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
