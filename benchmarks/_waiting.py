@@ -167,12 +167,11 @@ async def _park(rt: kitaru.Runtime, n: int, *, batch: int, limit_s: float) -> _P
     """
     supervisor = rt.supervisor
     base = supervisor.evictions
-    live = rt._directory.live
     started = 0
     complete = False
 
     def parked() -> bool:
-        return supervisor.evictions - base >= started and not live
+        return supervisor.evictions - base >= started and rt.live_runs == 0
 
     start = time.perf_counter()
     with anyio.move_on_after(limit_s):
@@ -182,7 +181,7 @@ async def _park(rt: kitaru.Runtime, n: int, *, batch: int, limit_s: float) -> _P
             started += size
             await _until(parked)
         complete = True
-    return _Parked(n, time.perf_counter() - start, supervisor.evictions - base, len(live), complete)
+    return _Parked(n, time.perf_counter() - start, supervisor.evictions - base, rt.live_runs, complete)
 
 
 @dataclass(slots=True)
@@ -440,11 +439,11 @@ async def _hot(store: str, folder: Path) -> _Latency:
     async with _runtime(store, folder, [echo], idle_grace=60.0) as rt:
         SINK.samples = []
         handle = await rt.start(echo, rounds)
-        resident = rt.supervisor._idle
+        supervisor = rt.supervisor
         gc.collect()
         for _ in range(rounds):
             with anyio.fail_after(30):
-                await _until(lambda: handle.id in resident, interval=0.0005)
+                await _until(lambda: supervisor.is_resident(handle.id), interval=0.0005)
                 SINK.arm()
                 t0 = time.perf_counter()
                 await rt.send(handle.id, t0)
@@ -476,15 +475,14 @@ async def bench_cold_wake(ctx: Context) -> list[Result]:
         ) as rt:
             SINK.samples = []
             ids = [(await rt.start(cold_waiter)).id for _ in range(runs)]
-            live = rt._directory.live
             with anyio.fail_after(60):
-                await _until(lambda: not any(run_id in live for run_id in ids))
+                await _until(lambda: not any(rt.is_live(run_id) for run_id in ids))
             gc.collect()
             for run_id in ids:
                 record = await rt.store.get_run(run_id)
                 assert record is not None
                 assert (record.status, record.owner) == ("waiting", None), record
-                assert run_id not in live
+                assert not rt.is_live(run_id)
                 with anyio.fail_after(30):
                     SINK.arm()
                     t0 = time.perf_counter()

@@ -51,10 +51,10 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from kitaru.storage._pg_url import parse_url, quote_ident
 
 import kitaru
 from kitaru.storage import RunRecord
-from kitaru.storage._pg_url import parse_url, quote_ident
 from kitaru.storage.postgres import PostgresStore
 
 from ._cases import Benchmark
@@ -355,7 +355,7 @@ async def _concurrent(ctx: Context, schemas: Schemas, folder: Path, starts: str)
 
             async def sample(rt: kitaru.Runtime = rt, samples: list[int] = samples) -> None:
                 while True:
-                    samples.append(len(rt._directory.live))
+                    samples.append(rt.live_runs)
                     await anyio.sleep(0.005)
 
             meter = CpuMeter()

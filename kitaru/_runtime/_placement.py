@@ -16,26 +16,31 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Mapping
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._errors import FlowCancelled, RunFinished, RunNotFound
+from .._errors import ConfigurationError, FlowCancelled, RunFinished, RunNotFound
 from ..actors._outcomes import Cancelled, Completed, Failed
+from ..actors._supervisor import Supervisor
 from ..journal._suspend import check_against_wait
-from ..storage.base import ACTIVE_STATUSES, AnnouncesRunnable, BulkClaims, Message
+from ..storage.base import ACTIVE_STATUSES, AnnouncesRunnable, BulkClaims, Message, RunRecord
 from ..storage.serde import codec_for
+from ._flows import FlowTable, check_flow
 from ._inspect import failure, load_output
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
     from .._clock import Clock
     from .._config import RuntimeConfig
+    from .._types import Budget
     from ..actors._directory import Directory
     from ..actors._flow_actor import FlowActor
-    from ..actors._supervisor import Supervisor
     from ..journal._host import HostedFlow
-    from ..storage.base import ArtifactStore, RunRecord, RunStore
+    from ..storage.base import ArtifactStore, RunStore
+    from ._event_bus import EventBus
 
 __all__ = ("Placement",)
 
@@ -51,7 +56,11 @@ POSTED_MAX = 100_000
 
 
 class Placement:
-    """Claims runs for one open runtime and hands them to its supervisor."""
+    """Claims runs for one open runtime and hosts them (the ``Host`` their flows see).
+
+    It owns the runtime's supervisor (which starts the actors in
+    ``task_group``) and is what their flows' durable calls see of the runtime.
+    """
 
     def __init__(
         self,
@@ -59,17 +68,19 @@ class Placement:
         config: RuntimeConfig,
         clock: Clock,
         directory: Directory[FlowActor],
-        supervisor: Supervisor,
-        flows: Mapping[str, HostedFlow],
+        flows: FlowTable,
         artifacts: ArtifactStore,
+        events: EventBus,
+        task_group: TaskGroup,
     ) -> None:
         self.store = store
-        self.artifacts = artifacts
         self.config = config
         self.clock = clock
-        self.supervisor = supervisor
+        self._artifacts = artifacts
+        self._events = events
         self._directory = directory
         self._flows = flows
+        self.supervisor = Supervisor(self, task_group, directory)
         #: Set to make the timer service look at the store's deadlines again.
         self.timer_kick = anyio.Event()
         #: Set to make the lease service sweep for runs nobody hosts at once.
@@ -91,19 +102,104 @@ class Placement:
         """This runtime's lease-owner id."""
         return self._directory.owner
 
+    # -- what a running flow needs of its host (journal.Host) ----------------
+    def artifacts(self) -> ArtifactStore:
+        """The artifact store (opened on first use)."""
+        return self._artifacts
+
+    def touch(self, run_id: str) -> None:
+        """``run_id`` changed in the store: wake whoever watches it live."""
+        self._events.touch(run_id)
+
+    def flow_budget(self, flow: str) -> Budget | None:
+        """The budget of flow ``flow`` when this runtime hosts it."""
+        known = self._flows.get(flow)
+        return None if known is None else known.budget
+
+    async def run_child(
+        self,
+        flow: HostedFlow,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        run_id: str,
+        parent: str,
+    ) -> Any:
+        """Start (or find) child run ``run_id`` of ``parent`` here and return its output."""
+        child = await self.start(
+            flow, args, kwargs, run_id=run_id, parent=parent, budget=None, host=True
+        )
+        return await self.result(child)
+
+    def kick_timers(self) -> None:
+        """Make the timer service look at the store's deadlines again."""
+        self.timer_kick.set()
+
     @property
     def flow_names(self) -> list[str]:
         """Names of the flows this runtime can host."""
         return list(self._flows)
 
-    async def post(
+    async def start(
+        self,
+        flow: HostedFlow,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        run_id: str | None,
+        parent: str | None,
+        budget: Budget | None,
+        host: bool,
+    ) -> str:
+        """Create a run (leased here and hosted, or, with ``host=False``, left for workers).
+
+        Starting a run id that exists returns it, resuming it here if nobody hosts it.
+        """
+        if host:
+            newly_known = self._flows.register(flow)
+        else:
+            check_flow(flow)
+            newly_known = False
+        data = flow.encode_input(args, kwargs)
+        now = self.clock.now()
+        record = RunRecord(
+            id=run_id or uuid.uuid4().hex,
+            flow=flow.name,
+            status="running",
+            created_at=now,
+            updated_at=now,
+            input=data,
+            owner=self.owner if host else None,
+            lease_until=now + self.config.lease_seconds if host else None,
+            parent_id=parent,
+            budget=None if budget is None else budget.to_json(),
+        )
+        stored, created = await self.store.create_run(record)
+        if created:
+            self._events.touch(stored.id)
+            if host:
+                self.activate(stored, (args, kwargs))
+            else:
+                await self.announce_runnable()
+        elif stored.flow != flow.name:
+            raise ConfigurationError(
+                f"run id {stored.id!r} already belongs to flow {stored.flow!r}, not "
+                f"{flow.name!r}; choose another run id"
+            )
+        elif host:
+            await self.resume(stored)
+        if newly_known:
+            await self.recover()
+        return stored.id
+
+    async def send(
         self,
         run_id: str,
         value: Any,
         *,
-        topic: str,
-        key: str | None,
-        sender: str | None,
+        topic: str = "input",
+        key: str | None = None,
+        sender: str | None = None,
     ) -> int:
         """``rt.send``: check, store, and deliver (poke or rehydrate) a message."""
         record = await self.store.get_run(run_id)
@@ -148,7 +244,7 @@ class Placement:
             if record is None:
                 raise RunNotFound(run_id)
             if record.status == "completed":
-                return await load_output(record, self.artifacts, self._flows)
+                return await load_output(record, self._artifacts, self._flows)
             if record.status == "failed":
                 raise failure(run_id, record, None)
             if record.status == "cancelled":

@@ -47,7 +47,6 @@ class Rerunner(RunSource, Protocol):
     @property
     def supervisor(self) -> Supervisor: ...
     def artifacts(self) -> ArtifactStore: ...
-    def touch(self, run_id: str) -> None: ...
 
 log = logging.getLogger("kitaru.runtime")
 
@@ -91,7 +90,7 @@ async def replay(
         budget=record.budget,
     )
     stored, _ = await rt.store.create_run(new, entries)
-    rt.touch(new_id)
+    rt.placement.touch(new_id)
     log.info(
         "replaying run %s as %s from position %d (%d entries reused)",
         run_id,
@@ -127,7 +126,7 @@ async def retry(rt: Rerunner, run_id: str) -> RunHandle:
     )
     if not await rt.store.record(marked, patch):
         raise ReplayError(f"run {run_id} changed while it was being retried; try again")
-    rt.touch(run_id)
+    rt.placement.touch(run_id)
     rt.supervisor.recent.pop(run_id, None)
     log.info("retrying run %s (%d failed calls run again)", run_id, len(marked))
     updated = await rt.store.get_run(run_id)

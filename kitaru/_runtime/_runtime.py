@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import uuid
 from collections.abc import Mapping, Sequence
 from contextvars import ContextVar
 from types import TracebackType
@@ -22,11 +21,10 @@ from anyio.abc import TaskGroup
 from .._clock import Clock, SystemClock
 from .._config import RuntimeConfig, resolve_config
 from .._errors import (
-    ConfigurationError,
     RunNotFound,
     RuntimeStateError,
 )
-from .._types import Budget, BudgetLike, RunHandle, RunInfo, RunStatus, as_budget
+from .._types import BudgetLike, RunHandle, RunInfo, RunStatus, as_budget
 from ..actors._directory import Directory
 from ..actors._flow_actor import FlowActor
 from ..actors._supervisor import Supervisor
@@ -37,7 +35,7 @@ from ..storage._registry import open_store
 from ..storage.base import RunPatch, RunRecord, RunStore
 from . import _rerun
 from ._event_bus import EventBus
-from ._flows import FlowTable, check_flow
+from ._flows import FlowTable
 from ._inspect import find_run, load_output, run_info
 from ._placement import Placement
 from ._services import lease_service, timer_service, wake_service
@@ -79,7 +77,6 @@ class Runtime:
         self._store: RunStore | None = None
         self._artifacts = LazyArtifacts(config.artifacts)
         self._tg: TaskGroup | None = None
-        self._supervisor: Supervisor | None = None
         self._placement: Placement | None = None
         self._token: Any = None
         self._clock: Clock = clock or SystemClock()
@@ -101,15 +98,15 @@ class Runtime:
         except BaseException:
             await self._store.aclose()
             raise
-        supervisor = self._supervisor = Supervisor(self, tg, self._directory)
         placement = self._placement = Placement(
             self._store,
             self.config,
             self._clock,
             self._directory,
-            supervisor,
             self._flows,
             self._artifacts,
+            self.events,
+            tg,
         )
         self._state = _State.OPEN
         self._token = runtime_var.set(self)
@@ -178,9 +175,7 @@ class Runtime:
     @property
     def supervisor(self) -> Supervisor:
         """The supervisor of this runtime's actors (open runtimes only)."""
-        if self._supervisor is None:
-            raise RuntimeStateError("the runtime is not open; enter it with `async with`")
-        return self._supervisor
+        return self.placement.supervisor
 
     @property
     def flow_names(self) -> list[str]:
@@ -205,42 +200,6 @@ class Runtime:
         """The decoded output of a completed run's store record."""
         return await load_output(record, self._artifacts, self._flows)
 
-    # -- what a running flow needs of its host (journal.Host) ----------------
-    def touch(self, run_id: str) -> None:
-        """``run_id`` changed in the store: wake whoever watches it live."""
-        self.events.touch(run_id)
-
-    def flow_budget(self, flow: str) -> Budget | None:
-        """The budget of flow ``flow`` when this runtime hosts it."""
-        known = self._flows.get(flow)
-        return None if known is None else known.budget
-
-    async def run_child(
-        self,
-        flow: HostedFlow,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        *,
-        run_id: str,
-        parent: str,
-    ) -> Any:
-        """Start (or find) child run ``run_id`` of ``parent`` here and return its output."""
-        handle = await self._start(flow, args, kwargs, run_id=run_id, parent=parent)
-        return await handle.result()
-
-    # -- what the supervisor needs (actors.ActorHost) ------------------------
-    async def claim_unhosted(self, record: RunRecord) -> RunRecord | None:
-        """Lease an active run of a known flow that nobody live hosts; None if taken."""
-        return await self.placement.claim_unhosted(record)
-
-    def gave_up(self, run_id: str) -> None:
-        """The supervisor stopped restarting ``run_id`` (store failures): resume it later."""
-        self.placement.gave_up(run_id)
-
-    def kick_timers(self) -> None:
-        """Make the timer service look at the store's deadlines again."""
-        self.placement.timer_kick.set()
-
     async def recover(self, limit: int = 1000) -> int:
         """Resume runs of known flows whose owner is gone; returns how many (see Placement)."""
         return await self.placement.recover(limit)
@@ -250,7 +209,6 @@ class Runtime:
         """This runtime's lease-owner id."""
         return self._directory.owner
 
-    # -- flows -------------------------------------------------------------
     # -- public API ----------------------------------------------------------
     async def start(
         self,
@@ -315,42 +273,10 @@ class Runtime:
     ) -> RunHandle:
         self._check_open()
         own_budget = as_budget(budget, f"rt.{'start' if host else 'submit'}(budget=...)")
-        if host:
-            newly_known = self._flows.register(flow)
-        else:
-            check_flow(flow)
-            newly_known = False
-        data = flow.encode_input(args, kwargs)
-        now = self.clock.now()
-        record = RunRecord(
-            id=run_id or uuid.uuid4().hex,
-            flow=flow.name,
-            status="running",
-            created_at=now,
-            updated_at=now,
-            input=data,
-            owner=self.owner if host else None,
-            lease_until=now + self.config.lease_seconds if host else None,
-            parent_id=parent,
-            budget=None if own_budget is None else own_budget.to_json(),
+        stored_id = await self.placement.start(
+            flow, args, kwargs, run_id=run_id, parent=parent, budget=own_budget, host=host
         )
-        stored, created = await self.store.create_run(record)
-        if created:
-            self.events.touch(stored.id)
-            if host:
-                self.placement.activate(stored, (args, kwargs))
-            else:
-                await self.placement.announce_runnable()
-        elif stored.flow != flow.name:
-            raise ConfigurationError(
-                f"run id {stored.id!r} already belongs to flow {stored.flow!r}, not "
-                f"{flow.name!r}; choose another run id"
-            )
-        elif host:
-            await self.placement.resume(stored)
-        if newly_known:
-            await self.recover()
-        return RunHandle._make(stored.id, self)
+        return RunHandle._make(stored_id, self)
 
     async def result(self, run_id: str) -> Any:
         """Wait for the run to finish and return its output.
@@ -430,7 +356,7 @@ class Runtime:
             kitaru.RunFinished: the run has finished and takes no more messages.
         """
         self._check_open()
-        return await self.placement.post(run_id, value, topic=topic, key=key, sender=sender)
+        return await self.placement.send(run_id, value, topic=topic, key=key, sender=sender)
 
     async def find_run(self, prefix: str) -> str:
         """The full id of the run whose id is ``prefix`` or starts with it.

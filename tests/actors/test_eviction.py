@@ -41,7 +41,7 @@ async def test_idle_flow_is_evicted_after_the_grace_and_rehydrated_by_a_message(
     async with kitaru.runtime(store="memory://", idle_grace=0.05) as rt:
         run = await rt.start(waiter, 3)
         await until(lambda: rt.supervisor.evictions == 1)
-        assert run.id not in rt._directory.live  # no task, no actor: only rows
+        assert not rt.is_live(run.id)  # no task, no actor: only rows
         info = await rt.get_run(run.id)
         assert (info.status, info.owner) == ("waiting", None)
         await rt.send(run.id, "hi")
@@ -52,7 +52,7 @@ async def test_idle_flow_is_evicted_after_the_grace_and_rehydrated_by_a_message(
 async def test_resident_flow_answers_without_replay() -> None:
     async with kitaru.runtime(store="memory://", idle_grace=30) as rt:
         run = await rt.start(waiter, 1)
-        await until(lambda: bool(rt.supervisor._idle))
+        await until(lambda: rt.supervisor.resident > 0)
         await rt.send(run.id, "fast")
         assert await run.result() == "fast"
         assert rt.supervisor.evictions == 0
@@ -61,13 +61,13 @@ async def test_resident_flow_answers_without_replay() -> None:
 async def test_residency_is_bounded_least_recently_active_first() -> None:
     async with kitaru.runtime(store="memory://", idle_grace=30, max_resident=2) as rt:
         first = await rt.start(waiter, 0, run_id="first")
-        await until(lambda: "first" in rt.supervisor._idle)
+        await until(lambda: rt.supervisor.is_resident("first"))
         await rt.start(waiter, 0, run_id="second")
-        await until(lambda: "second" in rt.supervisor._idle)
+        await until(lambda: rt.supervisor.is_resident("second"))
         await rt.start(waiter, 0, run_id="third")
         await until(lambda: rt.supervisor.evictions == 1)
-        assert "first" not in rt._directory.live
-        assert {"second", "third"} <= set(rt._directory.live)
+        assert not rt.is_live("first")
+        assert rt.is_live("second") and rt.is_live("third")
         await rt.send("first", "back")
         assert await first.result() == "back"
 
@@ -101,7 +101,7 @@ async def test_many_waiting_flows_leave_no_tasks_behind() -> None:
         await until(lambda: rt.supervisor.evictions == 200)
         gc.collect()
         assert len(anyio.get_running_tasks()) == base
-        assert not rt._directory.live
+        assert rt.live_runs == 0
         for r in runs:
             await rt.send(r.id, "go")
         for r in runs:

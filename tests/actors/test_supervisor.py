@@ -47,8 +47,7 @@ async def test_infrastructure_failure_restarts_the_run_from_its_journal() -> Non
     async with kitaru.runtime(store="flaky://restart", restart_backoff=0.01) as rt:
         run = await rt.start(f)
         assert await run.result() == [0, 1]
-        assert rt._supervisor is not None
-        assert rt._supervisor.restarts == 2
+        assert rt.supervisor.restarts == 2
     # step 0 ran three times: twice its commit failed, the third time it stuck.
     assert calls == [0, 0, 0, 1]
 
@@ -66,7 +65,7 @@ async def test_restarts_are_bounded_and_the_run_is_left_for_recovery() -> None:
     async with kitaru.runtime(store="flaky://bounded", restart_backoff=0.001, max_restarts=2) as rt:
         run = await rt.start(g, run_id="b")
         with anyio.fail_after(5):
-            while "b" in rt._directory.live:
+            while rt.is_live("b"):
                 await anyio.sleep(0.01)
         assert (await rt.get_run("b")).status == "running"  # not failed: not its fault
         FlakyStore.failures = 0

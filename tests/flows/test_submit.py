@@ -11,8 +11,11 @@ import pytest
 
 import kitaru
 from kitaru import checkpoint, flow
-from kitaru.journal._context import current_flow
 from kitaru._runtime import _services as _timers
+from kitaru._runtime._placement import Placement
+from kitaru.journal._context import current_flow
+from kitaru.storage import AnnouncesRunnable
+from tests._sweeps import counting_sweeps, held_first_sweep
 from tests.conftest import RuntimeFactory
 
 pytestmark = pytest.mark.anyio
@@ -29,7 +32,7 @@ def executing_owner() -> str:
     frame = current_flow()
     assert frame is not None
     host = frame.execution.host
-    assert isinstance(host, kitaru.Runtime)
+    assert isinstance(host, Placement)  # the runtime's placement hosts its runs
     return host.owner
 
 
@@ -64,26 +67,16 @@ async def idle_host(make_runtime: RuntimeFactory, **kwargs: Any) -> AsyncIterato
     """An open runtime whose lease service waits for a kick (it is not sweeping)."""
     rt = make_runtime(lease_seconds=LONG_LEASE, **kwargs)
     assert isinstance(rt, kitaru.Runtime)
-    sweeps = 0
-    sweep = rt.recover
-
-    async def counted(limit: int = 1000) -> int:
-        nonlocal sweeps
-        try:
-            return await sweep(limit)
-        finally:
-            sweeps += 1
-
-    rt.recover = counted  # type: ignore[method-assign]
-    async with rt:
-        # One sweep when it opened; on PostgreSQL one more, kicked when its
-        # LISTEN connection first comes up. The test starts once they are over,
-        # so every pickup it sees comes from its own kick.
-        expected = 2 if hasattr(rt.store, "runnable_token") else 1
-        with anyio.fail_after(5):
-            while sweeps < expected or rt.sweep_kick.is_set():
-                await anyio.sleep(0.005)
-        yield rt
+    with counting_sweeps(rt) as sweeps:
+        async with rt:
+            # One sweep when it opened; on PostgreSQL one more, kicked when its
+            # LISTEN connection first comes up. The test starts once they are
+            # over, so every pickup it sees comes from its own kick.
+            expected = 2 if isinstance(rt.store, AnnouncesRunnable) else 1
+            with anyio.fail_after(5):
+                while sweeps.count < expected or rt.placement.sweep_kick.is_set():
+                    await anyio.sleep(0.005)
+            yield rt
 
 
 async def test_a_run_submitted_without_a_host_waits_for_a_worker(
@@ -108,7 +101,7 @@ async def test_a_run_submitted_without_a_host_waits_for_a_worker(
         assert ran == []
         info = await client.get_run(handle.id)
         assert (info.status, info.owner) == ("running", None)
-        assert handle.id not in client._directory.live
+        assert not client.is_live(handle.id)
 
         async with make_runtime(flows=[double]) as worker:
             with anyio.fail_after(5):
@@ -257,19 +250,10 @@ async def test_a_run_submitted_during_a_sweep_is_taken_at_once(
     monkeypatch.setattr(_timers, "_SWEEP", NO_SWEEP)
     ran: list[str] = []
     double = doubler(ran)
-    async with idle_host(make_runtime, flows=[double]) as rt:
-        sweep = rt.recover
-        sweeping = anyio.Event()
-        go_on = anyio.Event()
-
-        async def held_sweep(limit: int = 1000) -> int:
-            resumed = await sweep(limit)
-            if resumed and not sweeping.is_set():  # hold the sweep that took the first run
-                sweeping.set()
-                await go_on.wait()
-            return resumed
-
-        monkeypatch.setattr(rt, "recover", held_sweep)
+    async with (
+        idle_host(make_runtime, flows=[double]) as rt,
+        held_first_sweep(rt) as (sweeping, go_on),
+    ):
         first = await rt.submit(double, 1)
         with anyio.fail_after(5):
             await sweeping.wait()

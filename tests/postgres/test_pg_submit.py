@@ -15,6 +15,7 @@ import kitaru
 from kitaru import flow
 from kitaru._runtime import _services as _timers
 from kitaru.storage.postgres import PostgresStore
+from tests._sweeps import counting_sweeps, held_first_sweep
 from tests.flows.test_submit import doubler, executing_owner
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
@@ -57,25 +58,17 @@ async def worker(
     comes from their own notification.
     """
     rt = kitaru.runtime(store=url, artifacts=str(artifacts), flows=flows, **QUIET)
-    sweeps = 0
-    sweep = rt.recover
-
-    async def counted(limit: int = 1000) -> int:
-        nonlocal sweeps
-        try:
-            return await sweep(limit)
-        finally:
-            sweeps += 1
-
-    rt.recover = counted  # type: ignore[method-assign]
-    async with rt:
-        # One sweep when it opened, one for the listener's first connection.
-        await until(
-            lambda: (
-                pg_store(rt).listener_pid is not None and sweeps >= 2 and not rt.sweep_kick.is_set()
+    with counting_sweeps(rt) as sweeps:
+        async with rt:
+            # One sweep when it opened, one for the listener's first connection.
+            await until(
+                lambda: (
+                    pg_store(rt).listener_pid is not None
+                    and sweeps.count >= 2
+                    and not rt.placement.sweep_kick.is_set()
+                )
             )
-        )
-        yield rt
+            yield rt
 
 
 def client(url: str, artifacts: Path) -> kitaru.Runtime:
@@ -110,7 +103,7 @@ async def test_a_worker_in_another_process_takes_submitted_runs_at_once(
         assert host_store.runnable_token() == seen + 5
         assert own_store.runnable_token() == own
         assert "double" not in submitter.flow_names
-        assert submitter._directory.live == {}
+        assert submitter.live_runs == 0
     assert ran == [host.owner] * 5
 
 
@@ -197,7 +190,7 @@ async def test_the_http_api_submits_flows_it_exposes_but_does_not_host(
 
         # The API's runtime only submitted: it hosts no flow and executed nothing.
         assert api_rt.flow_names == []
-        assert api_rt._directory.live == {}
+        assert api_rt.live_runs == 0
     assert ran == [host.owner] * 2
 
 
@@ -209,19 +202,8 @@ async def test_a_run_announced_while_the_worker_sweeps_is_taken_at_once(
     async with (
         worker(postgres_url, tmp_path / "w", [double]) as host,
         client(postgres_url, tmp_path / "c") as submitter,
+        held_first_sweep(host) as (sweeping, go_on),
     ):
-        sweep = host.recover
-        sweeping = anyio.Event()
-        go_on = anyio.Event()
-
-        async def held_sweep(limit: int = 1000) -> int:
-            resumed = await sweep(limit)
-            if resumed and not sweeping.is_set():  # hold the sweep that took the first run
-                sweeping.set()
-                await go_on.wait()
-            return resumed
-
-        host.recover = held_sweep  # type: ignore[method-assign]
         host_store = pg_store(host)
         first = await submitter.submit(double, 1)
         with anyio.fail_after(PROMPT):
