@@ -45,7 +45,6 @@ journal.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -70,12 +69,12 @@ from .._config import RuntimeConfig
 from .._errors import ConfigurationError, NonDeterminismError
 from .._llm._durable import AttemptLog, journaled, live_in_checkpoint
 from .._llm._retries import backoff_of, call_with_retries
-from .._tracing import span
-from ..journal._budget import CallUsage, usage_patch
+from .._tracing import checkpoint_span
+from ..journal._budget import CallUsage
 from ..journal._context import CheckpointFrame, FlowFrame, frame_var
+from ..journal._durable import Call, durable
 from ..journal._execution import Execution
-from ..journal._failures import RETRY, describe_error, error_record, rebuild_error
-from ..journal._failures import retry_history as _retry_history
+from ..journal._failures import describe_error
 from ..storage.serde import codec_for, loads_plain
 
 __all__ = ("KitaruAgent", "KitaruModel", "KitaruToolset")
@@ -243,8 +242,6 @@ async def _tool_call(
 ) -> Any:
     """A tool call as a checkpoint entry, checked against the recorded tool call id."""
     entry = execution.recorded(position, name, "checkpoint")
-    prior = 0
-    errors: list[str] = []
     if entry is not None:
         recorded_id = (loads_plain(entry.metadata) or {}).get("tool_call_id")
         if recorded_id is not None and call_id is not None and recorded_id != call_id:
@@ -254,65 +251,40 @@ async def _tool_call(
                 f"checkpoint {name} (tool call {recorded_id})",
                 f"checkpoint {name} (tool call {call_id})",
             )
-        if entry.status == "completed":
-            what = f"tool call {name!r} (run {execution.run_id}, position {position})"
-            return await execution.load(entry, _RESULT, what)
-        if entry.status != RETRY:
-            raise rebuild_error(name, entry.error)
-        prior, errors = _retry_history(entry)
-    started = time.time()
-    frame = CheckpointFrame(execution, position, name)
-    if call_id is not None:
-        frame.metadata["tool_call_id"] = call_id
-    token = frame_var.set(frame)
-    attributes = {
-        "kitaru.checkpoint.name": name,
-        "kitaru.run_id": execution.run_id,
-        "kitaru.position": position,
-    }
-    try:
-        with span("kitaru.checkpoint", attributes):
-            execution.busy += 1
-            try:
-                result = await body()
-            finally:
-                execution.busy -= 1
-        data = _RESULT.dump(result, what=lambda: f"the result of tool call {name!r}")
-    except Exception as exc:
-        errors.append(describe_error(exc))
-        await execution.commit(
-            execution.entry(
-                position,
-                name,
-                "checkpoint",
-                started_at=started,
-                attempts=prior + 1,
-                error=error_record(exc, errors),
-                metadata={**frame.metadata, "errors": errors},
-            ),
-            usage_patch(execution.run_id, frame.metadata.get("usage")),
-        )
-        raise
-    finally:
-        frame_var.reset(token)
-    value, ref = await execution.store_value(data)
-    metadata = dict(frame.metadata)
-    if errors:
-        metadata["errors"] = errors
-    await execution.commit(
-        execution.entry(
-            position,
-            name,
-            "checkpoint",
-            started_at=started,
-            attempts=prior + 1,
-            value=value,
-            ref=ref,
-            metadata=metadata,
-        ),
-        usage_patch(execution.run_id, metadata.get("usage")),
+
+    async def live(call: Call) -> Any:
+        # The checkpoint's metadata is the entry's: usage of LLM calls made
+        # inside the tool is summed there (and added to the run on commit).
+        if call_id is not None:
+            call.metadata["tool_call_id"] = call_id
+        frame = CheckpointFrame(execution, position, name, call.metadata)
+        token = frame_var.set(frame)
+        try:
+            with checkpoint_span(name, execution.run_id, position):
+                execution.busy += 1
+                try:
+                    result = await body()
+                finally:
+                    execution.busy -= 1
+            data = _RESULT.dump(result, what=lambda: f"the result of tool call {name!r}")
+        except Exception as exc:
+            call.errors.append(describe_error(exc))  # the one attempt, listed even if repeated
+            raise
+        finally:
+            frame_var.reset(token)
+        call.data = data
+        return _RESULT.load(data, what="tool result")
+
+    return await durable(
+        execution,
+        position,
+        name,
+        "checkpoint",
+        live,
+        codec=_RESULT,
+        records_failures=True,
+        label=f"tool call {name!r}",
     )
-    return _RESULT.load(data, what="tool result")
 
 
 class KitaruAgent(WrapperAgent[AgentDepsT, Any]):
