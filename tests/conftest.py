@@ -72,9 +72,10 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     pg.drop_schema(postgres_server, schema)
 
 
-#: Suites whose tests run on PostgreSQL too (the storage contract and the flow
-#: behaviour); the others (LLM, API, CLI) test their own layer on memory and SQLite.
-_POSTGRES_SUITES = ("storage", "flows", "actors", "postgres")
+#: Suites whose tests run on PostgreSQL too (the storage contract, the journal,
+#: the runtime and the actors); the others (LLM, API, CLI) test their own layer on
+#: memory and SQLite.
+_POSTGRES_SUITES = ("storage", "journal", "runtime", "actors", "postgres")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -7,26 +7,7 @@ from pydantic import BaseModel
 
 import kitaru
 from kitaru import checkpoint, flow
-
-
-@checkpoint
-async def draft(topic: str) -> str:
-    return f"{topic.title()}: revenue up, costs down."
-
-
-@checkpoint
-def publish(text: str) -> str:
-    return f"published {len(text)} characters"
-
-
-@flow
-async def approval(topic: str) -> str:
-    """Draft a text, ask a person whether to publish it, publish if approved."""
-    text = await draft(topic)
-    ok = await kitaru.wait(schema=bool, question=f"Publish this?\n{text}")
-    if not ok:
-        return "rejected"
-    return await publish(text)
+from tests.approval_flow import approval, draft
 
 
 class Review(BaseModel):

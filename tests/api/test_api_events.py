@@ -209,10 +209,7 @@ async def test_sse_streams_a_run_to_completion_and_resumes(store_url: str, tmp_p
         ]
         assert kinds[-1] == "status"
         assert events[-1]["data"]["status"] == "completed"
-        assert (
-            events[-1]["data"]["output"]
-            == f"published {len('Q: revenue up, costs down.')} characters"
-        )
+        assert events[-1]["data"]["output"] == "published: draft about q"
         message = next(e for e in events if e["event"] == "message")
         assert message["data"]["value"] is True
         positions = [e["data"]["position"] for e in events if e["event"] == "checkpoint"]
@@ -268,7 +265,7 @@ async def test_sse_sees_runs_executed_by_another_process(tmp_path: Path) -> None
             tg.cancel_scope.cancel()
         assert events[-1]["data"]["status"] == "completed"
         assert "message" in seen
-        assert await handle.result() == "published 31 characters"
+        assert await handle.result() == "published: draft about remote"
 
 
 def journal_events(events: list[dict[str, Any]]) -> list[tuple[str, int]]:

@@ -44,7 +44,7 @@ async def test_start_wait_answer_complete(client: httpx.AsyncClient) -> None:
     info = await wait_status(client, run["id"], "waiting")
     assert info["pending_wait"] == {
         "topic": "input",
-        "question": "Publish this?\nQ3: revenue up, costs down.",
+        "question": "Publish this?\ndraft about q3",
         "schema": {"type": "boolean"},
         "deadline": None,
     }
@@ -56,7 +56,7 @@ async def test_start_wait_answer_complete(client: httpx.AsyncClient) -> None:
         "topic": "input",
     }
     done = await wait_status(client, run["id"], "completed")
-    assert done["output"] == "published 27 characters"
+    assert done["output"] == "published: draft about q3"
     assert [(c["kind"], c["name"]) for c in done["checkpoints"]] == [
         ("checkpoint", "draft"),
         ("wait", "input"),

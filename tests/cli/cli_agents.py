@@ -14,6 +14,7 @@ import anyio
 
 import kitaru
 from kitaru import checkpoint, flow
+from tests.approval_flow import approval
 
 
 @checkpoint
@@ -51,21 +52,6 @@ async def boom(reason: str) -> str:
     return await explode(reason)
 
 
-@checkpoint
-async def draft(topic: str) -> str:
-    return f"draft about {topic}"
-
-
-@checkpoint
-def publish(text: str) -> str:
-    return f"published: {text}"
-
-
-@flow
-async def approval(topic: str) -> str:
-    text = await draft(topic)
-    ok = await kitaru.wait(schema=bool, question=f"Publish this?\n{text}")
-    return await publish(text) if ok else "rejected"
 
 
 @flow

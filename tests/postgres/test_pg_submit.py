@@ -16,7 +16,7 @@ from kitaru import flow
 from kitaru._runtime import _services as _timers
 from kitaru.storage.postgres import PostgresStore
 from tests._sweeps import counting_sweeps, held_first_sweep
-from tests.flows.test_submit import doubler, executing_owner
+from tests.runtime.test_submit import doubler, executing_owner
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 

@@ -5,7 +5,7 @@ prefix in a bucket of a moto server running in a subprocess; the helpers on
 it read and write the bucket through boto3, behind the store's back. The
 end-to-end tests run flows whose checkpoint values go to the bucket and are
 read back by a fresh runtime; they also run on a ``file://`` URL (``memory://``
-is covered in ``tests/flows/test_values.py``).
+is covered in ``tests/journal/test_values.py``).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""A durable agent run in a subprocess so that ``tests/test_crash.py`` can SIGKILL it.
+"""A durable agent run in a subprocess so that ``tests/runtime/test_crash.py`` can SIGKILL it.
 
 This is a script, not a test module (pytest collects ``test_*.py`` only)::
 
-    python tests/crash_agent.py sqlite:///<dir>/kitaru.db [options]
+    python tests/runtime/crash_agent.py sqlite:///<dir>/kitaru.db [options]
 
 The flow has ``STEPS`` sequential checkpoints: ``async def`` ones and plain
 ``def`` ones (which run in worker threads). It always starts or resumes run

@@ -1,6 +1,6 @@
 """Committed journals replay against today's code: a guard on replay semantics.
 
-Each file under ``tests/journals/`` is a run recorded by an earlier version.
+Each file under ``tests/journal/journals/`` is a run recorded by an earlier version.
 Replaying it must return recorded results without running any checkpoint
 body, re-raise recorded failures with their original type, never repeat a
 recorded send, and finish. A change that breaks this breaks every user's

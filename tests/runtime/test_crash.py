@@ -1,4 +1,4 @@
-"""Real crashes: ``tests/crash_agent.py`` runs in a subprocess, is SIGKILLed, then resumed.
+"""Real crashes: ``tests/runtime/crash_agent.py`` runs in a subprocess, is SIGKILLed, then resumed.
 
 A crash test starts the agent with a pause option, waits for its marker
 file, kills it with SIGKILL at that known point, reaps it (a zombie still
@@ -29,7 +29,7 @@ import kitaru
 pytestmark = [pytest.mark.slow, pytest.mark.anyio]
 
 SCRIPT = Path(__file__).with_name("crash_agent.py")
-REPO = SCRIPT.parent.parent
+REPO = SCRIPT.parent.parent.parent
 RUN_ID = "crash-1"
 # What crash_agent.py does, restated so the script cannot grade itself: six
 # steps, 1 and 3 plain ``def`` (worker threads), step 3's value an artifact.

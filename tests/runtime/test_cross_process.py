@@ -48,7 +48,7 @@ AGENT = textwrap.dedent(
 def spawn(tmp: Path, *args: str) -> subprocess.Popen[str]:
     script = tmp / "agent.py"
     script.write_text(AGENT)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent)}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent.parent)}
     return subprocess.Popen(
         [sys.executable, str(script), *args],
         stdout=subprocess.PIPE,

@@ -11,6 +11,7 @@ import pytest
 import kitaru
 from kitaru import checkpoint, flow
 from kitaru.testing import FakeClock
+from tests.approval_flow import DRAFTED, approval
 from tests.conftest import RuntimeFactory
 
 pytestmark = pytest.mark.anyio
@@ -25,39 +26,25 @@ async def until_status(rt: kitaru.Runtime, run_id: str, status: str) -> kitaru.R
             await anyio.sleep(0.005)
 
 
-drafts: list[str] = []
-
-
-@checkpoint
-async def draft(topic: str) -> str:
-    drafts.append(topic)
-    return f"draft on {topic}"
-
-
-@flow
-async def approval(topic: str) -> str:
-    text = await draft(topic)
-    ok = await kitaru.wait(schema=bool, question=f"Approve?\n{text}")
-    return text if ok else "rejected"
-
-
 async def test_wait_is_visible_and_answered_by_send(rt: kitaru.Runtime) -> None:
-    drafts.clear()
+    DRAFTED.clear()
     run = await rt.start(approval, "cats")
     info = await until_status(rt, run.id, "waiting")
     wait = info.pending_wait
     assert wait is not None
-    assert (wait.topic, wait.question, wait.deadline) == ("input", "Approve?\ndraft on cats", None)
+    question = "Publish this?\ndraft about cats"
+    assert (wait.topic, wait.question, wait.deadline) == ("input", question, None)
     assert wait.schema == {"type": "boolean"}
     assert [r.id for r in await rt.list_runs(status="waiting")] == [run.id]
     await rt.send(run.id, True)
-    assert await run.result() == "draft on cats"
-    assert drafts == ["cats"]  # a rehydrated flow did not redo its checkpoint
+    assert await run.result() == "published: draft about cats"
+    assert DRAFTED == ["cats"]  # a rehydrated flow did not redo its checkpoint
     info = await run.info()
     assert info.pending_wait is None
     assert [(c.kind, c.name) for c in info.checkpoints] == [
         ("checkpoint", "draft"),
         ("wait", "input"),
+        ("checkpoint", "publish"),
     ]
 
 
