@@ -114,6 +114,8 @@ class RunInfo(BaseModel):
     #: Journal entries of the run (also filled when ``checkpoints`` was not loaded).
     checkpoint_count: int = 0
     pending_wait: WaitInfo | None = None
+    #: When a sleeping run wakes up, or its pending wait's deadline expires.
+    wake_at: datetime | None = None
     usage: Usage = Field(default_factory=Usage)
     replay_of: str | None = None
     parent_id: str | None = None

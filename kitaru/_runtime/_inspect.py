@@ -27,6 +27,7 @@ __all__ = (
     "find_artifacts",
     "find_run",
     "load_output",
+    "pending_wait",
     "run_info",
 )
 
@@ -71,6 +72,7 @@ def run_info(
     else:
         count = len(journal)
     checkpoints = [checkpoint_info(e) for e in journal]
+    wait = pending_wait(record)
     error_info = loads_plain(record.error_info) or {}
     return RunInfo(
         id=record.id,
@@ -85,7 +87,8 @@ def run_info(
         traceback=error_info.get("traceback"),
         checkpoints=checkpoints,
         checkpoint_count=count or 0,
-        pending_wait=_pending_wait(record),
+        pending_wait=None if wait is None else wait[1],
+        wake_at=None if record.wake_at is None else _utc(record.wake_at),
         usage=Usage(
             input_tokens=record.input_tokens,
             output_tokens=record.output_tokens,
@@ -99,17 +102,19 @@ def run_info(
     )
 
 
-def _pending_wait(record: RunRecord) -> WaitInfo | None:
+def pending_wait(record: RunRecord) -> tuple[int | None, WaitInfo] | None:
+    """The journal position and public record of the run's pending wait, if any."""
     info = wait_info(record.wait)
     if info is None:
         return None
     deadline = info.get("deadline")
-    return WaitInfo(
+    wait = WaitInfo(
         topic=info["topic"],
         question=info.get("question"),
         schema=info.get("schema") or {},
         deadline=None if deadline is None else _utc(deadline),
     )
+    return info.get("position"), wait
 
 
 def find_artifacts(journal: Sequence[JournalEntry]) -> dict[str, str]:

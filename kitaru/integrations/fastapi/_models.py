@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ... import RunStatus, Usage, WaitInfo
-from ...journal._execution import wait_info
+from ..._runtime._inspect import run_info
 from ...storage.base import RunRecord
 
 __all__ = (
@@ -22,7 +22,6 @@ __all__ = (
     "RunSummary",
     "StartRun",
     "ValidationErrors",
-    "pending_wait",
 )
 
 #: What a client-chosen run id may contain (it appears in URLs and file names).
@@ -87,25 +86,6 @@ class ReplayIn(BaseModel):
     )
 
 
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def pending_wait(record: RunRecord) -> tuple[int | None, WaitInfo] | None:
-    """The journal position and public record of the run's pending wait, if any."""
-    wait = wait_info(record.wait)
-    if wait is None:
-        return None
-    deadline = wait.get("deadline")
-    info = WaitInfo(
-        topic=wait["topic"],
-        question=wait.get("question"),
-        schema=wait.get("schema") or {},
-        deadline=None if deadline is None else _utc(deadline),
-    )
-    return wait.get("position"), info
-
-
 class RunRow(BaseModel):
     """A run as its row alone gives it, without its journal.
 
@@ -130,26 +110,10 @@ class RunRow(BaseModel):
 
     @classmethod
     def of(cls, record: RunRecord, **extra: Any) -> Self:
-        """The projection of a run store record (``extra``: the fields of a subclass)."""
-        wait = pending_wait(record)
-        return cls(
-            id=record.id,
-            flow=record.flow,
-            status=RunStatus(record.status),
-            created_at=_utc(record.created_at),
-            updated_at=_utc(record.updated_at),
-            error=record.error,
-            pending_wait=None if wait is None else wait[1],
-            wake_at=None if record.wake_at is None else _utc(record.wake_at),
-            replay_of=record.replay_of,
-            parent_id=record.parent_id,
-            usage=Usage(
-                input_tokens=record.input_tokens,
-                output_tokens=record.output_tokens,
-                cost_usd=record.cost_usd,
-            ),
-            **extra,
-        )
+        """A run store record's fields of :class:`kitaru.RunInfo` (``extra``: a subclass's)."""
+        info = run_info(record, None)
+        fields = {name: getattr(info, name) for name in RunRow.model_fields}
+        return cls(**fields, **extra)
 
 
 class RunSummary(RunRow):

@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ...._runtime._inspect import checkpoint_info
+from ...._runtime._inspect import checkpoint_info, pending_wait
 from ....storage.base import JournalEntry, RunRecord
 from ....storage.serde import loads_plain
-from .._models import RunRow, pending_wait
+from .._models import RunRow
 from ._cursor import Cursor, generation
 
 __all__ = ("RunEvent", "derive_events", "summary_data")
