@@ -58,7 +58,12 @@ class Flow(Generic[P, R]):
         functools.update_wrapper(self, fn)
 
     # -- types -------------------------------------------------------------
-    def _type_hints(self) -> dict[str, Any]:
+    def type_hints(self) -> dict[str, Any]:
+        """The flow function's resolved annotations (parameters and ``return``).
+
+        Raises:
+            kitaru.ConfigurationError: an annotation names something not importable.
+        """
         hints = self._hints
         if hints is None:
             try:
@@ -72,7 +77,7 @@ class Flow(Generic[P, R]):
         return hints
 
     def _param_codec(self, param: inspect.Parameter) -> Codec:
-        annotation = self._type_hints().get(param.name, Any)
+        annotation = self.type_hints().get(param.name, Any)
         if param.kind is inspect.Parameter.VAR_POSITIONAL:
             return codec_for(tuple[annotation, ...])  # type: ignore[valid-type]
         if param.kind is inspect.Parameter.VAR_KEYWORD:
@@ -82,7 +87,7 @@ class Flow(Generic[P, R]):
     @property
     def output_codec(self) -> Codec:
         """Codec of the flow's return annotation."""
-        return codec_for(self._type_hints().get("return", Any))
+        return codec_for(self.type_hints().get("return", Any))
 
     def encode_input(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """Bind arguments to the signature and encode them as one JSON object.

@@ -147,9 +147,10 @@ class RunHandle(BaseModel):
     _runtime: RunSource = PrivateAttr()
 
     @classmethod
-    def _make(cls, run_id: str, runtime: RunSource) -> RunHandle:
+    def bound(cls, run_id: str, source: RunSource) -> RunHandle:
+        """The handle of run ``run_id``, answered by ``source`` (the runtime that has it)."""
         handle = cls(id=run_id)
-        handle._runtime = runtime
+        handle._runtime = source
         return handle
 
     async def result(self) -> Any:

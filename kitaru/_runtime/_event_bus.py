@@ -2,8 +2,8 @@
 
 The runtime calls :meth:`EventBus.touch` after each change it makes to a run;
 with nobody watching that costs one attribute test. Kept apart from
-``kitaru._events`` (which derives the events themselves from the store) so
-that ``import kitaru`` does not load the event machinery.
+``kitaru.integrations.fastapi.events`` (which derives the events themselves
+from the store) so that ``import kitaru`` does not load the event machinery.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ async def replay(
         rt.placement.activate(stored)
     else:
         await rt.placement.announce_runnable()
-    return RunHandle._make(new_id, rt)
+    return RunHandle.bound(new_id, rt)
 
 
 
@@ -132,5 +132,5 @@ async def retry(rt: Rerunner, run_id: str) -> RunHandle:
     updated = await rt.store.get_run(run_id)
     if updated is not None and not await rt.placement.resume(updated):
         await rt.placement.announce_runnable()
-    return RunHandle._make(run_id, rt)
+    return RunHandle.bound(run_id, rt)
 

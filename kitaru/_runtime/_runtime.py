@@ -276,7 +276,7 @@ class Runtime:
         stored_id = await self.placement.start(
             flow, args, kwargs, run_id=run_id, parent=parent, budget=own_budget, host=host
         )
-        return RunHandle._make(stored_id, self)
+        return RunHandle.bound(stored_id, self)
 
     async def result(self, run_id: str) -> Any:
         """Wait for the run to finish and return its output.

@@ -1,9 +1,9 @@
 """A flow actor hosts one live run.
 
 Python cannot serialise a coroutine frame, so an activation re-executes the
-flow function from the top against the run's journal (see ``_execution``):
-recorded calls return at once, then execution continues live. The actor ends
-with an outcome the supervisor acts on.
+flow function from the top against the run's journal (see
+``journal._execution``): recorded calls return at once, then execution
+continues live. The actor ends with an outcome the supervisor acts on.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ class Execution:
         #: Set when the activation ended; a stray call (e.g. from an abandoned
         #: sync-flow thread) must not write into the run any more.
         self.closed = False
-        #: Set when the activation was evicted (idle); see ``actors._mailbox``.
+        #: Set when the activation was evicted (idle); see ``journal._suspend``.
         self.evicted = False
         #: Checkpoint bodies running right now: a flow is only evicted when every
         #: durable call in flight is a wait or a sleep.

@@ -43,7 +43,7 @@ def _json_default(value: Any) -> tuple[bool, Any]:
 @functools.cache
 def input_model(flow: Flow[Any, Any]) -> type[BaseModel]:
     """The model of ``flow``'s arguments (cached per flow)."""
-    hints = flow._type_hints()
+    hints = flow.type_hints()
     fields: dict[str, Any] = {}
     for index, (name, param) in enumerate(flow.signature.parameters.items()):
         annotation = hints.get(name, Any)
