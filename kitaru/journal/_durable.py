@@ -106,34 +106,14 @@ class Call:
         """Names the call in errors: ``checkpoint 'fetch' (run r1, position 3)``."""
         return _what(self.label, self.execution.run_id, self.position)
 
-    def _run_patch(self) -> RunPatch | None:
-        if self.patch is not None:
-            return self.patch
-        return usage_patch(self.execution.run_id, self.metadata.get("usage"))
-
     async def succeed(self) -> None:
         """Commit the entry as completed (the routine does this after the live part)."""
-        execution = self.execution
         value, ref = (None, self.ref)
         if self.data is not None:
-            value, ref = await execution.store_value(self.data)
-        metadata = self.metadata
+            value, ref = await self.execution.store_value(self.data)
         if self.errors:
-            metadata["errors"] = self.errors
-        await execution.commit(
-            execution.entry(
-                self.position,
-                self.name,
-                self.kind,
-                started_at=self.started,
-                attempts=self.prior + self.tries,
-                value=value,
-                ref=ref,
-                metadata=metadata,
-            ),
-            self._run_patch(),
-        )
-        self.committed = True
+            self.metadata["errors"] = self.errors
+        await self._commit(value=value, ref=ref)
 
     async def fail(self, exc: BaseException) -> None:
         """Commit the entry as failed with ``exc``: a replay raises it again."""
@@ -145,6 +125,19 @@ class Call:
         record = error_record(exc, self.errors if self.lists_errors else None)
         if self.failure_details is not None:
             record.update(self.failure_details(exc))
+        await self._commit(error=record)
+
+    async def _commit(
+        self,
+        *,
+        value: bytes | None = None,
+        ref: str | None = None,
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        # The run change: a suspension ending, else the usage the entry records.
+        patch = self.patch
+        if patch is None:
+            patch = usage_patch(self.execution.run_id, self.metadata.get("usage"))
         execution = self.execution
         await execution.commit(
             execution.entry(
@@ -153,10 +146,12 @@ class Call:
                 self.kind,
                 started_at=self.started,
                 attempts=self.prior + self.tries,
-                error=record,
+                value=value,
+                ref=ref,
+                error=error,
                 metadata=self.metadata,
             ),
-            self._run_patch(),
+            patch,
         )
         self.committed = True
 
