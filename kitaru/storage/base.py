@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 __all__ = (
     "ACTIVE_STATUSES",
@@ -28,6 +28,7 @@ __all__ = (
     "RunStore",
     "SignalsChanges",
     "TreeRow",
+    "Unhosted",
     "child_prefix_range",
     "sum_tree",
 )
@@ -36,6 +37,10 @@ __all__ = (
 ACTIVE_STATUSES = ("running", "waiting", "sleeping")
 #: Statuses a run never leaves on its own.
 TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+#: The two kinds of runs nobody hosts that a worker looks for: suspended runs
+#: whose deadline passed (:meth:`RunStore.due`) and running ones
+#: (:meth:`RunStore.orphans`). Backends find and claim both with one routine.
+Unhosted = Literal["due", "orphans"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from .base import (
     Message,
     RunPatch,
     RunRecord,
+    Unhosted,
     child_prefix_range,
     sum_tree,
 )
@@ -203,13 +204,7 @@ class MemoryStore(StoreResource):
         limit: int = 1000,
     ) -> list[str]:
         """Active runs of ``flows`` that could be claimed now."""
-        wanted = set(flows)
-        found = [
-            r.id
-            for r in self._check().runs.values()
-            if r.status == "running" and r.flow in wanted and _claimable(r, None, now, dead_owners)
-        ]
-        return found[:limit]
+        return self._unhosted("orphans", flows, now, dead_owners, limit)
 
     async def post(self, message: Message) -> tuple[Message, bool]:
         """Add ``message`` to its run's mailbox unless its key was seen."""
@@ -262,15 +257,22 @@ class MemoryStore(StoreResource):
         limit: int = 1000,
     ) -> list[str]:
         """Suspended, unhosted runs whose deadline passed."""
+        return self._unhosted("due", flows, now, dead_owners, limit)
+
+    def _unhosted(
+        self,
+        kind: Unhosted,
+        flows: Sequence[str],
+        now: float,
+        dead_owners: Sequence[str],
+        limit: int,
+    ) -> list[str]:
         wanted = set(flows)
+        picked = _is_due if kind == "due" else _is_orphan
         found = [
             r.id
             for r in self._check().runs.values()
-            if r.status in ("waiting", "sleeping")
-            and r.flow in wanted
-            and r.wake_at is not None
-            and r.wake_at <= now
-            and _claimable(r, None, now, dead_owners)
+            if picked(r, now) and r.flow in wanted and _claimable(r, None, now, dead_owners)
         ]
         return found[:limit]
 
@@ -329,6 +331,14 @@ class MemoryStore(StoreResource):
             run = data.runs.get(run_id)
             if run is not None and run.owner == owner:
                 data.runs[run_id] = dataclasses.replace(run, owner=None, lease_until=None)
+
+
+def _is_due(run: RunRecord, now: float) -> bool:
+    return run.status in ("waiting", "sleeping") and run.wake_at is not None and run.wake_at <= now
+
+
+def _is_orphan(run: RunRecord, now: float) -> bool:
+    return run.status == "running"
 
 
 def _claimable(run: RunRecord, owner: str | None, now: float, dead: Sequence[str]) -> bool:

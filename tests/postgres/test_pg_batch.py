@@ -216,7 +216,7 @@ async def test_behind_a_pooler_the_timeout_falls_back_to_asyncpgs(
     async with PostgresStore(url) as store:
         await store.create_run(run("r"))
         await store.record([entry("r", 0)])
-        assert store._server_timeout is False
+        assert store._connector.server_timeout is False
         assert "does not keep statement_timeout" in caplog.text
         if pooler.mode == "refuse":
             assert "statement_timeout" in pooler.refused

@@ -100,7 +100,7 @@ async def test_a_retry_after_a_lost_reply_returns_what_the_first_attempt_claimed
         # runs already leased to the caller come back too.
         assert store._pool is not None
         async with store._pool.acquire() as conn:
-            again = await ops.claim_orphans(
-                conn, store._cx, ["f"], "w1", NOW, NOW + 30, [], 1000, True
+            again = await ops.claim_unhosted(
+                conn, store._cx, "orphans", ["f"], "w1", NOW, NOW + 30, [], 1000, True
             )
         assert sorted(r.id for r in again) == ["free", "mine-already"]

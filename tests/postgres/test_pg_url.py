@@ -11,9 +11,9 @@ from kitaru._errors import ConfigurationError
 from kitaru.storage import RunStore
 from kitaru.storage.base import RunPatch, RunRecord
 from kitaru.storage.postgres import PostgresStore
-from kitaru.storage.postgres._ops import patch_applied
 from kitaru.storage.postgres._sql import PATCH_FIELDS, queries
 from kitaru.storage.postgres._url import lock_key, parse_url
+from kitaru.storage.postgres._writes import patch_applied
 
 
 def test_kitaru_parameters_are_split_from_the_dsn() -> None:

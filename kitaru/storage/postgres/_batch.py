@@ -53,6 +53,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import anyio
 
 from . import _ops as ops
+from . import _writes as writes
 from ._faults import discard, fault
 
 if TYPE_CHECKING:
@@ -236,7 +237,7 @@ class WriteBatcher:
         cx = self._cx
         return await self._submit(
             _Call(alone, entries, patch),
-            lambda conn: ops.record(conn, cx, entries, patch, False),
+            lambda conn: writes.record(conn, cx, entries, patch, False),
         )
 
     async def create_run(
@@ -245,7 +246,7 @@ class WriteBatcher:
         """``store.create_run(run)`` (no journal); ``alone`` runs it on its own."""
         cx = self._cx
         return await self._submit(
-            _Call(alone, run=run), lambda conn: ops.create_run(conn, cx, run, (), False)
+            _Call(alone, run=run), lambda conn: writes.create_run(conn, cx, run, (), False)
         )
 
     async def aclose(self) -> None:
@@ -358,7 +359,7 @@ class WriteBatcher:
         # Run rows are locked in the order of the patches: keep it stable, so
         # two writers patching the same runs cannot deadlock.
         guarded.sort(key=lambda pair: pair[1].run_id)
-        created, patched, missing = await ops.write_batch(conn, self._cx, runs, entries, guarded)
+        created, patched, missing = await writes.write_batch(conn, self._cx, runs, entries, guarded)
         for call in calls:
             new, patch = call.run, call.patch
             if new is not None:

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
 
-from ..base import ACTIVE_STATUSES, JournalEntry, Message, RunRecord
+from ..base import ACTIVE_STATUSES, JournalEntry, Message, RunRecord, Unhosted
 from ._url import quote_ident
 
 __all__ = ("PATCH_FIELDS", "Queries", "Statement", "queries")
@@ -115,7 +115,45 @@ _BATCH_PATCHES = (
 )
 _CLAIMABLE = "(owner IS NULL OR owner = ANY($dead::text[]) OR lease_until < $now::float8)"
 
+# What makes a run due, or an orphan, besides nobody live hosting it; and
+# the order workers take them in (most overdue first, oldest first).
+_UNHOSTED: dict[Unhosted, tuple[str, str]] = {
+    "due": (
+        "wake_at IS NOT NULL AND wake_at <= $now::float8 AND status IN ('waiting', 'sleeping')",
+        "wake_at, id",
+    ),
+    "orphans": ("status = 'running'", "created_at, id"),
+}
+
+
+def _unhosted_templates(kind: Unhosted) -> dict[str, str]:
+    """The statements that list (``kind``) and claim (``claim_{kind}``) such runs."""
+    pick, order = _UNHOSTED[kind]
+    pick = f"{pick} AND flow = ANY($flows::text[])"
+    return {
+        # FOR UPDATE SKIP LOCKED: rows another worker is claiming are skipped.
+        kind: (
+            f"SELECT id FROM {{s}}.runs WHERE {pick} AND {_CLAIMABLE} "
+            f"ORDER BY {order} LIMIT $limit::int8 FOR UPDATE SKIP LOCKED"
+        ),
+        # One statement: pick the runs (skipping rows another worker is
+        # claiming right now) and take their leases. After a lost connection
+        # the retry also takes back runs its first attempt may have claimed
+        # (owner = $owner).
+        f"claim_{kind}": (
+            f"WITH c AS (SELECT id FROM {{s}}.runs WHERE {pick} "
+            "AND (owner IS NULL OR owner = ANY($dead::text[]) OR lease_until < $now::float8 "
+            "OR ($own::bool AND owner = $owner::text)) "
+            f"ORDER BY {order} LIMIT $limit::int8 FOR UPDATE SKIP LOCKED) "
+            "UPDATE {s}.runs AS r SET owner = $owner::text, lease_until = $lease_until::float8 "
+            "FROM c WHERE r.id = c.id RETURNING {r_run_cols}"
+        ),
+    }
+
+
 _TEMPLATES: dict[str, str] = {
+    **_unhosted_templates("due"),
+    **_unhosted_templates("orphans"),
     "get_run": "SELECT {run_cols} FROM {s}.runs WHERE id = $id::text",
     "find_runs": (
         "SELECT id FROM {s}.runs WHERE id >= $low::text AND id < $high::text "
@@ -133,40 +171,6 @@ _TEMPLATES: dict[str, str] = {
     ),
     "load_journal": (
         "SELECT {entry_cols} FROM {s}.journal WHERE run_id = $run_id::text ORDER BY position"
-    ),
-    "orphans": (
-        "SELECT id FROM {s}.runs WHERE status = 'running' AND flow = ANY($flows::text[]) "
-        f"AND {_CLAIMABLE} ORDER BY created_at, id LIMIT $limit::int8 FOR UPDATE SKIP LOCKED"
-    ),
-    "due": (
-        "SELECT id FROM {s}.runs WHERE wake_at IS NOT NULL AND wake_at <= $now::float8 "
-        "AND status IN ('waiting', 'sleeping') AND flow = ANY($flows::text[]) "
-        f"AND {_CLAIMABLE} ORDER BY wake_at, id LIMIT $limit::int8 FOR UPDATE SKIP LOCKED"
-    ),
-    # One statement: pick due runs (skipping rows another worker is claiming
-    # right now) and take their leases. After a lost connection the retry also
-    # takes back runs its first attempt may have claimed (owner = $owner).
-    "claim_due": (
-        "WITH c AS (SELECT id FROM {s}.runs WHERE wake_at IS NOT NULL "
-        "AND wake_at <= $now::float8 AND status IN ('waiting', 'sleeping') "
-        "AND flow = ANY($flows::text[]) "
-        "AND (owner IS NULL OR owner = ANY($dead::text[]) OR lease_until < $now::float8 "
-        "OR ($own::bool AND owner = $owner::text)) "
-        "ORDER BY wake_at, id LIMIT $limit::int8 FOR UPDATE SKIP LOCKED) "
-        "UPDATE {s}.runs AS r SET owner = $owner::text, lease_until = $lease_until::float8 "
-        "FROM c WHERE r.id = c.id RETURNING {r_run_cols}"
-    ),
-    # claim_due's twin for running runs nobody hosts (new, submitted, or a dead
-    # worker's): pick them oldest first, skipping rows another worker is
-    # claiming right now, and lease them, in one statement.
-    "claim_orphans": (
-        "WITH c AS (SELECT id FROM {s}.runs WHERE status = 'running' "
-        "AND flow = ANY($flows::text[]) "
-        "AND (owner IS NULL OR owner = ANY($dead::text[]) OR lease_until < $now::float8 "
-        "OR ($own::bool AND owner = $owner::text)) "
-        "ORDER BY created_at, id LIMIT $limit::int8 FOR UPDATE SKIP LOCKED) "
-        "UPDATE {s}.runs AS r SET owner = $owner::text, lease_until = $lease_until::float8 "
-        "FROM c WHERE r.id = c.id RETURNING {r_run_cols}"
     ),
     "next_wake": (
         "SELECT min(wake_at) FROM {s}.runs WHERE wake_at IS NOT NULL "

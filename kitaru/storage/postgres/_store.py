@@ -6,62 +6,31 @@ connection faults) is told in :mod:`kitaru.storage.postgres`.
 
 from __future__ import annotations
 
-import logging
-import math
 import secrets
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Self, TypeVar
 
-import anyio
-
-from kitaru._errors import ConfigurationError, StorageError
-
-from .._migrations import postgres as migrations
 from .._resource import StoreResource
 from .._url import redact
-from ..base import JournalEntry, Message, RunPatch, RunRecord
+from ..base import JournalEntry, Message, RunPatch, RunRecord, Unhosted
 from . import _ops as ops
+from . import _writes as writes
 from ._batch import Lease, WriteBatcher
-from ._faults import Attempt, advice, discard, fault, is_driver_error
+from ._connect import Connector, Op, close_pool, driver
 from ._listen import Listener
-from ._sql import queries
-from ._url import lock_key, parse_url
+from ._url import parse_url
 
 if TYPE_CHECKING:
     from asyncpg import Pool
 
-    from ._ops import Connection
-
 __all__ = ("PostgresStore",)
 
 T = TypeVar("T")
-Op = Callable[["Connection", bool], Awaitable[T]]
 
-log = logging.getLogger("kitaru.storage.postgres")
-
-_FIRST_RETRY = 0.05
-_MAX_RETRY = 2.0
-#: At most one "retrying" warning per store in this many seconds.
-_WARN_EVERY = 5.0
-#: A group-commit connection is closed this long (at most) after the server
-#: should have cancelled a statement that still has no answer: the network died.
-_SILENCE_GRACE = 5.0
-_SHOW_TIMEOUT = "SELECT setting FROM pg_settings WHERE name = 'statement_timeout'"
-_CLOSE_TIMEOUT = 10.0
 #: Concurrent checkpoint writes share transactions (see kitaru.storage.postgres._batch).
 GROUP_COMMIT = True
-
-
-def _driver() -> Any:
-    """The asyncpg module, imported on first use."""
-    try:
-        import asyncpg
-    except ModuleNotFoundError as exc:
-        raise ConfigurationError(
-            "the PostgreSQL run store needs asyncpg, which is not installed; pip install asyncpg"
-        ) from exc
-    return asyncpg
+#: How messages name the runs of each kind (``due`` and ``orphans`` share their code).
+_RUNS = {"due": "due runs", "orphans": "orphaned runs"}
 
 
 class PostgresStore(StoreResource):
@@ -81,28 +50,19 @@ class PostgresStore(StoreResource):
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._settings = parse_url(url)
-        _driver()
-        settings = self._settings
-        self._where = self._scrub(f"PostgreSQL store {redact(url)}")
+        self._settings = settings = parse_url(url)
+        driver()
+        self._connector = Connector(url, settings, self._check_not_closed)
+        self._where = self._connector.where
         self._pool: Pool | None = None
         self._origin = secrets.token_hex(8)
-        self._cx = ops.Context(
-            q=queries(settings.schema),
-            notify={
-                "channel": settings.channel,
-                "due_payload": f"d:{self._origin}",
-                "message_payload": f"m:{self._origin}",
-                "runnable_payload": f"r:{self._origin}",
-            },
-            post_lock=lock_key(settings.schema, "post"),
-        )
+        self._cx = ops.Context.of(settings.schema, settings.channel, self._origin)
         self._listener = Listener(
-            self._connect_listener,
+            self._connector.connect_listener,
             settings.channel,
             self._origin,
             self._where,
-            self._describe,
+            self._connector.describe,
             enabled=settings.listen,
         )
         # Group commit (kitaru.storage.postgres._batch): checkpoints and run
@@ -114,13 +74,9 @@ class PostgresStore(StoreResource):
             self._starts = self._batcher()
         #: Bumped by this store's own writes; change_token() adds the listener's count.
         self._version = 0
-        self._warned = 0.0
-        #: Whether the server keeps statement_timeout for the group-commit
-        #: connections (``None``: not known yet; see _connect_writer).
-        self._server_timeout: bool | None = None
 
     def __repr__(self) -> str:
-        return f"PostgresStore({self._scrub(redact(self.url))!r})"
+        return f"PostgresStore({self._connector.scrub(redact(self.url))!r})"
 
     async def open(self) -> Self:
         """Create the pool and create or migrate the schema; returns the store itself.
@@ -135,34 +91,9 @@ class PostgresStore(StoreResource):
         return await super().open()
 
     async def _setup(self) -> None:
-        settings = self._settings
-        asyncpg = _driver()
-
-        async def create() -> Pool:
-            pool: Pool = await asyncpg.create_pool(
-                settings.dsn,
-                min_size=settings.pool_min,
-                max_size=settings.pool_max,
-                timeout=settings.connect_timeout,
-                command_timeout=settings.command_timeout,
-                statement_cache_size=settings.statement_cache_size,
-                server_settings={"application_name": settings.application_name},
-                reset=_keep_session,
-            )
-            return pool
-
-        async def migrated() -> None:
-            # A connection of its own: the migration lock is a session lock,
-            # and closing the connection releases it whatever happened.
-            conn = await self._connect("migrations")
-            try:
-                await migrations.migrate(conn, settings.schema, self._where)
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await _close(conn)
-
-        await self._retrying("create or migrate the schema", lambda _state: migrated())
-        self._pool = await self._retrying("connect", lambda _state: create())
+        connector = self._connector
+        await connector.retrying("create or migrate the schema", lambda _state: connector.migrate())
+        self._pool = await connector.retrying("connect", lambda _state: connector.create_pool())
 
     async def _teardown(self) -> None:
         # The listener, the group-commit connections, then the pool.
@@ -172,7 +103,7 @@ class PostgresStore(StoreResource):
                 await batcher.aclose()
         pool, self._pool = self._pool, None
         if pool is not None:
-            await _close_pool(pool)
+            await close_pool(pool)
 
     def _abandon(self) -> None:
         # Drop the sockets, or asyncpg's own connections would warn as well.
@@ -184,7 +115,7 @@ class PostgresStore(StoreResource):
         if pool is not None:
             pool.terminate()
 
-    # -- wake-ups (beyond the RunStore Protocol) ---------------------------------------
+    # -- wake-ups: the SignalsChanges and AnnouncesRunnable capabilities -----------------
 
     async def wait_for_change(self, token: int, max_wait: float) -> int:
         """Wait until another process signals a change after ``token``; return the new token.
@@ -208,10 +139,7 @@ class PostgresStore(StoreResource):
         return self._listener.runnables
 
     async def announce_runnable(self) -> None:
-        """Tell the other processes' runtimes that a run waits for a worker (a NOTIFY).
-
-        Not part of the RunStore Protocol: stores without it are swept every second.
-        """
+        """Tell the other processes' runtimes that a run waits for a worker (a NOTIFY)."""
         await self._call("announce a run", lambda c, _: ops.announce(c, self._cx))
 
     @property
@@ -270,10 +198,7 @@ class PostgresStore(StoreResource):
         limit: int = 1000,
     ) -> list[str]:
         """Ids of ``running`` runs of ``flows`` that could be claimed now, oldest first."""
-        return await self._call(
-            "find orphaned runs",
-            lambda c, _: ops.orphans(c, self._cx, flows, now, dead_owners, limit),
-        )
+        return await self._unhosted("orphans", flows, now, dead_owners, limit)
 
     async def due(
         self,
@@ -284,8 +209,19 @@ class PostgresStore(StoreResource):
         limit: int = 1000,
     ) -> list[str]:
         """Suspended runs of ``flows`` nobody live hosts whose ``wake_at`` has passed."""
+        return await self._unhosted("due", flows, now, dead_owners, limit)
+
+    async def _unhosted(
+        self,
+        kind: Unhosted,
+        flows: Sequence[str],
+        now: float,
+        dead_owners: Sequence[str],
+        limit: int,
+    ) -> list[str]:
         return await self._call(
-            "find due runs", lambda c, _: ops.due(c, self._cx, flows, now, dead_owners, limit)
+            f"find {_RUNS[kind]}",
+            lambda c, _: ops.unhosted(c, self._cx, kind, flows, now, dead_owners, limit),
         )
 
     async def next_wake(self, flows: Sequence[str], *, now: float) -> float | None:
@@ -352,7 +288,7 @@ class PostgresStore(StoreResource):
         """``create_run`` in a transaction of its own (arguments as for ``_record_alone``)."""
         return await self._write(
             "create a run",
-            lambda c, u: ops.create_run(c, self._cx, run, journal, u),
+            lambda c, u: writes.create_run(c, self._cx, run, journal, u),
             uncertain=uncertain,
             lease=lease,
         )
@@ -390,14 +326,16 @@ class PostgresStore(StoreResource):
         """
         return await self._write(
             "record journal entries",
-            lambda c, u: ops.record(c, self._cx, entries, patch, u),
+            lambda c, u: writes.record(c, self._cx, entries, patch, u),
             uncertain=uncertain,
             lease=lease,
         )
 
     async def update_run(self, patch: RunPatch) -> RunRecord | None:
         """Apply ``patch`` if the run's status is in ``patch.expect``; else ``None``."""
-        return await self._write("update a run", lambda c, u: ops.update_run(c, self._cx, patch, u))
+        return await self._write(
+            "update a run", lambda c, u: writes.update_run(c, self._cx, patch, u)
+        )
 
     async def claim(
         self,
@@ -424,20 +362,12 @@ class PostgresStore(StoreResource):
         dead_owners: Sequence[str] = (),
         limit: int = 1000,
     ) -> list[RunRecord]:
-        """Claim the due suspended runs of ``flows`` that nobody live hosts, in one statement.
+        """Lease to ``owner`` the runs :meth:`due` would list, most overdue first, in one statement.
 
-        The runs :meth:`due` would list, most overdue first, leased to
-        ``owner`` until ``lease_until``. Rows another worker is claiming at
-        the same moment are skipped (``FOR UPDATE SKIP LOCKED``), so workers
-        polling together split the due runs between them instead of queueing
-        on the same rows. Not part of the RunStore Protocol.
+        Rows another worker is claiming at that moment are skipped (``FOR
+        UPDATE SKIP LOCKED``): polling workers split the due runs, not queue.
         """
-        return await self._write(
-            "claim due runs",
-            lambda c, u: ops.claim_due(
-                c, self._cx, flows, owner, now, lease_until, dead_owners, limit, u
-            ),
-        )
+        return await self._claim_unhosted("due", flows, owner, now, lease_until, dead_owners, limit)
 
     async def claim_orphans(
         self,
@@ -449,20 +379,29 @@ class PostgresStore(StoreResource):
         dead_owners: Sequence[str] = (),
         limit: int = 1000,
     ) -> list[RunRecord]:
-        """Claim the ``running`` runs of ``flows`` that nobody live hosts, in one statement.
+        """Lease to ``owner`` the runs :meth:`orphans` would list, oldest first, in one statement.
 
-        The runs :meth:`orphans` would list (owner empty, in ``dead_owners``
-        or with a lapsed lease), oldest first, leased to ``owner`` until
-        ``lease_until``. Rows another worker is claiming at the same moment
-        are skipped (``FOR UPDATE SKIP LOCKED``), so workers sweeping together
-        split a burst of new runs instead of queueing on the same rows. After
-        a lost connection the retry also returns runs the first attempt
-        leased. Not part of the RunStore Protocol.
+        Skips rows another worker is claiming, as :meth:`claim_due` does; after
+        a lost connection the retry also returns the runs the first attempt leased.
         """
+        return await self._claim_unhosted(
+            "orphans", flows, owner, now, lease_until, dead_owners, limit
+        )
+
+    async def _claim_unhosted(
+        self,
+        kind: Unhosted,
+        flows: Sequence[str],
+        owner: str,
+        now: float,
+        lease_until: float,
+        dead_owners: Sequence[str],
+        limit: int,
+    ) -> list[RunRecord]:
         return await self._write(
-            "claim orphaned runs",
-            lambda c, u: ops.claim_orphans(
-                c, self._cx, flows, owner, now, lease_until, dead_owners, limit, u
+            f"claim {_RUNS[kind]}",
+            lambda c, u: ops.claim_unhosted(
+                c, self._cx, kind, flows, owner, now, lease_until, dead_owners, limit, u
             ),
         )
 
@@ -496,13 +435,13 @@ class PostgresStore(StoreResource):
         """
         return await self._write(
             "consume a message",
-            lambda c, u: ops.consume(c, self._cx, message_id, entry, patch, u),
+            lambda c, u: writes.consume(c, self._cx, message_id, entry, patch, u),
         )
 
     async def reset_journal(self, patch: RunPatch) -> bool:
         """Delete the run's journal and apply ``patch``, if the run's status matches."""
         return await self._write(
-            "reset a journal", lambda c, u: ops.reset_journal(c, self._cx, patch, u)
+            "reset a journal", lambda c, u: writes.reset_journal(c, self._cx, patch, u)
         )
 
     # -- plumbing -------------------------------------------------------------------------
@@ -511,6 +450,11 @@ class PostgresStore(StoreResource):
         self._check_open()
         assert self._pool is not None
         return self._pool
+
+    def _check_not_closed(self) -> None:
+        # Between retries: a store may close while one of its calls waits.
+        if self._state == "closed":
+            raise self._closed_error()
 
     async def _write(
         self, action: str, op: Op[T], *, uncertain: bool = False, lease: Lease | None = None
@@ -521,201 +465,20 @@ class PostgresStore(StoreResource):
             self._version += 1
 
     async def _call(
-        self,
-        action: str,
-        op: Op[T],
-        *,
-        opening: bool = False,
-        uncertain: bool = False,
-        lease: Lease | None = None,
+        self, action: str, op: Op[T], *, uncertain: bool = False, lease: Lease | None = None
     ) -> T:
-        """Run ``op`` on a pooled connection, retrying connection faults (module docstring)."""
-        pool = self._pool if opening else self._open_pool()
-        assert pool is not None
-        asyncpg = _driver()
-
+        """Run ``op`` on a pooled connection (or ``lease``'s), retrying connection faults."""
+        pool = self._open_pool()  # raises once the store is closed, lease or not
         acquire = lease or pool.acquire
-
-        async def attempt(state: Attempt) -> T:
-            async with acquire() as conn:
-                state.sent = True  # from here on, a lost connection leaves the outcome unknown
-                try:
-                    return await op(conn, state.uncertain)
-                except Exception as exc:
-                    discard(asyncpg, conn, exc)
-                    raise
-
-        return await self._retrying(action, attempt, uncertain=uncertain)
-
-    async def _retrying(
-        self,
-        action: str,
-        attempt: Callable[[Attempt], Awaitable[T]],
-        *,
-        uncertain: bool = False,
-    ) -> T:
-        asyncpg = _driver()
-        state = Attempt()
-        state.uncertain = uncertain
-        started: float | None = None
-        # The first retry is immediate: most faults are a pooled connection
-        # that died while idle, and the pool replaces it at once.
-        delay = 0.0
-        while True:
-            state.sent = False
-            try:
-                return await attempt(state)
-            except Exception as exc:
-                kind = fault(asyncpg, exc)
-                if kind is None:
-                    if isinstance(exc, StorageError) or not is_driver_error(asyncpg, exc):
-                        raise
-                    raise self._error(action, exc) from self._cause(exc)
-                if kind == "lost" and state.sent:
-                    state.uncertain = True
-                now = time.monotonic()
-                if started is None:
-                    started = now
-                waited = now - started
-                if waited + delay > self._settings.retry_for:
-                    raise self._error(action, exc, gave_up=waited) from self._cause(exc)
-                if now - self._warned >= _WARN_EVERY:
-                    self._warned = now
-                    log.warning(
-                        "%s: %s while trying to %s (%s); retrying for up to %g s",
-                        self._where,
-                        "connection fault" if kind == "lost" else "transaction rolled back",
-                        action,
-                        self._describe(exc),
-                        self._settings.retry_for,
-                    )
-            await anyio.sleep(delay)
-            delay = min(max(delay * 2, _FIRST_RETRY), _MAX_RETRY)
-            if self._state == "closed":
-                raise self._closed_error()
-
-    async def _connect(self, role: str) -> Connection:
-        """A connection outside the pool (``role`` is added to its application name)."""
-        settings = self._settings
-        conn: Connection = await _driver().connect(
-            settings.dsn,
-            timeout=settings.connect_timeout,
-            command_timeout=settings.command_timeout,
-            statement_cache_size=0,
-            server_settings={"application_name": f"{settings.application_name} {role}"},
-        )
-        return conn
+        return await self._connector.call(acquire, action, op, uncertain=uncertain)
 
     def _batcher(self) -> WriteBatcher:
-        limit = self._settings.command_timeout
+        connector = self._connector
         return WriteBatcher(
             self._open_pool,
             self._cx,
-            _driver(),
-            self._connect_writer,
-            None if limit is None else limit + min(limit, _SILENCE_GRACE),
+            driver(),
+            connector.connect_writer,
+            connector.writer_silence,
             self._where,
         )
-
-    async def _connect_writer(self) -> Connection:
-        """A group-commit leader's connection: the server keeps its statement timeout.
-
-        See :class:`kitaru.storage.postgres._batch.WriteBatcher` for why not asyncpg.
-        A pooler in between (PgBouncer) may refuse the startup parameter, or
-        accept and drop it; either way the connection then gets asyncpg's
-        ``command_timeout`` like the pool's, found out once per store.
-        """
-        settings = self._settings
-        limit = settings.command_timeout
-        asyncpg = _driver()
-
-        async def connect(command_timeout: float | None, **extra: str) -> Connection:
-            conn: Connection = await asyncpg.connect(
-                settings.dsn,
-                timeout=settings.connect_timeout,
-                command_timeout=command_timeout,
-                statement_cache_size=settings.statement_cache_size,
-                server_settings={"application_name": settings.application_name, **extra},
-            )
-            return conn
-
-        if limit is None or self._server_timeout is False:
-            return await connect(limit)
-        ms = str(max(1, math.ceil(limit * 1000)))
-        try:
-            conn = await connect(None, statement_timeout=ms)
-        except asyncpg.ProtocolViolationError as exc:
-            if "startup parameter" not in str(exc):
-                raise
-            self._no_server_timeout(self._describe(exc))
-            return await connect(limit)
-        if self._server_timeout:
-            return conn
-        try:
-            held = await conn.fetchval(_SHOW_TIMEOUT, timeout=settings.connect_timeout)
-        except BaseException:
-            conn.terminate()
-            raise
-        if held == ms:
-            self._server_timeout = True
-            return conn
-        await _close(conn)
-        self._no_server_timeout(f"the server reports statement_timeout={held} ms")
-        return await connect(limit)
-
-    def _no_server_timeout(self, why: str) -> None:
-        self._server_timeout = False
-        log.info(
-            "%s: the server does not keep statement_timeout for the group-commit connections "
-            "(%s; a pooler in between?); they use asyncpg's command_timeout instead",
-            self._where,
-            why,
-        )
-
-    async def _connect_listener(self) -> Connection:
-        return await self._connect("listener")
-
-    def _scrub(self, text: str) -> str:
-        secret = self._settings.secret
-        return text.replace(secret, "***") if secret else text
-
-    def _describe(self, exc: BaseException) -> str:
-        """``Type: message`` of a driver exception, safe to log."""
-        text = str(exc)
-        return self._scrub(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
-
-    def _cause(self, exc: BaseException) -> BaseException | None:
-        """Chain the driver's exception only when its text is free of the password."""
-        secret = self._settings.secret
-        return None if secret and secret in str(exc) else exc
-
-    def _error(
-        self, action: str, exc: BaseException, *, gave_up: float | None = None
-    ) -> StorageError:
-        head = f"{self._where}: could not {action}: {self._describe(exc)}"
-        return StorageError(f"{head}. {advice(exc, self._settings.schema, gave_up)}")
-
-
-async def _keep_session(conn: object) -> None:
-    """Pool connections keep no session state, so releasing one needs no query.
-
-    asyncpg still rolls back a transaction left open (a cancelled call); its
-    default reset would add a round trip to every call.
-    """
-
-
-async def _close(conn: Connection) -> None:
-    try:
-        with anyio.fail_after(_CLOSE_TIMEOUT):
-            await conn.close()
-    except Exception:
-        conn.terminate()
-
-
-async def _close_pool(pool: Pool) -> None:
-    """Close gracefully, or drop the sockets if the server does not answer."""
-    try:
-        with anyio.fail_after(_CLOSE_TIMEOUT):
-            await pool.close()
-    except Exception:
-        pool.terminate()

@@ -23,6 +23,7 @@ from ..base import (
     Message,
     RunPatch,
     RunRecord,
+    Unhosted,
     child_prefix_range,
     sum_tree,
 )
@@ -200,32 +201,31 @@ def load_journal(conn: sqlite3.Connection, run_id: str) -> list[JournalEntry]:
     return [JournalEntry(*row) for row in conn.execute(_LOAD_JOURNAL, (run_id,))]
 
 
-def orphans(
-    conn: sqlite3.Connection, flows: Sequence[str], now: float, dead: Sequence[str], limit: int
+def unhosted(
+    conn: sqlite3.Connection,
+    kind: Unhosted,
+    flows: Sequence[str],
+    now: float,
+    dead: Sequence[str],
+    limit: int,
 ) -> list[str]:
-    """``running`` runs of ``flows`` that could be claimed now, oldest first."""
+    """Runs of ``flows`` nobody live hosts: due suspended ones, or orphaned running ones.
+
+    Due runs (``wake_at`` passed) come most overdue first, orphans oldest first.
+    """
     if not flows:
         return []
+    params: tuple[Any, ...] = ()
+    if kind == "due":
+        pick = f"wake_at IS NOT NULL AND wake_at <= ? AND {_in('status', len(_SUSPENDED))}"
+        order, params = "wake_at, id", (now, *_SUSPENDED)
+    else:
+        pick, order = "status = 'running'", "created_at, id"
     sql = (
-        f"SELECT id FROM runs WHERE status = 'running' AND {_in('flow', len(flows))} "
-        f"AND {_claimable(len(dead), own=False)} ORDER BY created_at, id LIMIT ?"
+        f"SELECT id FROM runs WHERE {pick} AND {_in('flow', len(flows))} "
+        f"AND {_claimable(len(dead), own=False)} ORDER BY {order} LIMIT ?"
     )
-    return [row[0] for row in conn.execute(sql, (*flows, *dead, now, limit))]
-
-
-def due(
-    conn: sqlite3.Connection, flows: Sequence[str], now: float, dead: Sequence[str], limit: int
-) -> list[str]:
-    """Suspended, unhosted runs of ``flows`` whose ``wake_at`` passed, most overdue first."""
-    if not flows:
-        return []
-    sql = (
-        "SELECT id FROM runs WHERE wake_at IS NOT NULL AND wake_at <= ? "
-        f"AND {_in('status', len(_SUSPENDED))} AND {_in('flow', len(flows))} "
-        f"AND {_claimable(len(dead), own=False)} ORDER BY wake_at, id LIMIT ?"
-    )
-    params = (now, *_SUSPENDED, *flows, *dead, now, limit)
-    return [row[0] for row in conn.execute(sql, params)]
+    return [row[0] for row in conn.execute(sql, (*params, *flows, *dead, now, limit))]
 
 
 def next_wake(conn: sqlite3.Connection, flows: Sequence[str], now: float) -> float | None:

@@ -26,7 +26,7 @@ from kitaru._errors import ConfigurationError, StorageError
 from .._migrations.sqlite import current_version, migrate
 from .._resource import StoreResource
 from .._url import scheme_of
-from ..base import JournalEntry, Message, RunPatch, RunRecord
+from ..base import JournalEntry, Message, RunPatch, RunRecord, Unhosted
 from . import _ops as ops
 from ._group_commit import GroupCommitStatistics, GroupCommitter, run_in_connection
 
@@ -187,10 +187,7 @@ class SQLiteStore(StoreResource):
         limit: int = 1000,
     ) -> list[str]:
         """Ids of ``running`` runs of ``flows`` that could be claimed now, oldest first."""
-        flows, dead = tuple(flows), tuple(dead_owners)
-        return await self._read(
-            "find orphaned runs", lambda c: ops.orphans(c, flows, now, dead, limit)
-        )
+        return await self._unhosted("orphans", flows, now, dead_owners, limit)
 
     async def due(
         self,
@@ -201,8 +198,19 @@ class SQLiteStore(StoreResource):
         limit: int = 1000,
     ) -> list[str]:
         """Suspended runs of ``flows`` nobody live hosts whose ``wake_at`` has passed."""
+        return await self._unhosted("due", flows, now, dead_owners, limit)
+
+    async def _unhosted(
+        self,
+        kind: Unhosted,
+        flows: Sequence[str],
+        now: float,
+        dead_owners: Sequence[str],
+        limit: int,
+    ) -> list[str]:
         flows, dead = tuple(flows), tuple(dead_owners)
-        return await self._read("find due runs", lambda c: ops.due(c, flows, now, dead, limit))
+        action = "find due runs" if kind == "due" else "find orphaned runs"
+        return await self._read(action, lambda c: ops.unhosted(c, kind, flows, now, dead, limit))
 
     async def next_wake(self, flows: Sequence[str], *, now: float) -> float | None:
         """The earliest ``wake_at`` among suspended runs of ``flows`` nobody hosts."""
