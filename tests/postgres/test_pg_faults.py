@@ -21,33 +21,15 @@ import pytest
 
 import kitaru
 from kitaru import checkpoint, flow
-from kitaru.storage.base import JournalEntry, Message, RunPatch, RunRecord
+from kitaru.storage.base import Message, RunPatch
 from kitaru.storage.postgres import PostgresStore
 from tests.postgres import _server as pg
 from tests.postgres._proxy import TcpProxy, via
+from tests.storage._records import T0, make_entry, make_run
 
 pytestmark = [pytest.mark.anyio, pytest.mark.postgres]
 
 T = TypeVar("T")
-
-T0 = 1_700_000_000.0
-
-
-def run(run_id: str, **changes: object) -> RunRecord:
-    fields: dict[str, object] = {
-        "id": run_id,
-        "flow": "flow",
-        "status": "running",
-        "created_at": T0,
-        "updated_at": T0,
-    }
-    fields.update(changes)
-    return RunRecord(**fields)  # type: ignore[arg-type]
-
-
-def entry(run_id: str, position: int) -> JournalEntry:
-    return JournalEntry(run_id, position, "step", "checkpoint", "completed", 1, T0, 0.1, b"1")
-
 
 # -- the answer of a committed statement is lost ----------------------------------------
 
@@ -73,16 +55,16 @@ async def test_lost_answer_to_record_does_not_apply_its_patch_twice(
 ) -> None:
     async with cut_store as store:
         for run_id in ("warm", "r1"):
-            await store.create_run(run(run_id))
+            await store.create_run(make_run(run_id))
         patch = RunPatch("warm", T0 + 1, status="waiting", add_input_tokens=5)
-        assert await store.record([entry("warm", 0)], patch)
+        assert await store.record([make_entry("warm", 0)], patch)
         patch = RunPatch("r1", T0 + 1, status="waiting", add_input_tokens=5, expect=("running",))
         # A blind retry would find status "waiting", refuse, and report False.
-        assert await cut_during(proxy, store.record([entry("r1", 0)], patch)) is True
+        assert await cut_during(proxy, store.record([make_entry("r1", 0)], patch)) is True
         stored = await store.get_run("r1")
         assert stored is not None
         assert (stored.status, stored.input_tokens) == ("waiting", 5)
-        assert await store.load_journal("r1") == [entry("r1", 0)]
+        assert await store.load_journal("r1") == [make_entry("r1", 0)]
 
 
 async def test_lost_answer_to_update_run_returns_the_updated_run(
@@ -90,11 +72,11 @@ async def test_lost_answer_to_update_run_returns_the_updated_run(
 ) -> None:
     async with cut_store as store:
         for run_id in ("warm", "r1"):
-            await store.create_run(run(run_id))
+            await store.create_run(make_run(run_id))
         await store.update_run(RunPatch("warm", T0 + 1, status="completed", release=True))
         patch = RunPatch("r1", T0 + 1, status="completed", release=True)
         updated = await cut_during(proxy, store.update_run(patch))
-        assert updated == run("r1", status="completed", updated_at=T0 + 1)
+        assert updated == make_run("r1", status="completed", updated_at=T0 + 1)
 
 
 async def test_lost_answer_to_post_stores_one_message(
@@ -112,8 +94,8 @@ async def test_lost_answer_to_create_run_reports_created(
     proxy: TcpProxy, cut_store: PostgresStore
 ) -> None:
     async with cut_store as store:
-        await store.create_run(run("warm"))
-        assert await cut_during(proxy, store.create_run(run("r1"))) == (run("r1"), True)
+        await store.create_run(make_run("warm"))
+        assert await cut_during(proxy, store.create_run(make_run("r1"))) == (make_run("r1"), True)
 
 
 async def test_lost_answer_to_reset_journal_reports_done(
@@ -121,8 +103,8 @@ async def test_lost_answer_to_reset_journal_reports_done(
 ) -> None:
     async with cut_store as store:
         for run_id in ("warm", "r1"):
-            await store.create_run(run(run_id))
-            await store.record([entry(run_id, 0)])
+            await store.create_run(make_run(run_id))
+            await store.record([make_entry(run_id, 0)])
         await store.reset_journal(RunPatch("warm", T0 + 1, input=b"2"))
         assert await cut_during(proxy, store.reset_journal(RunPatch("r1", T0 + 1, input=b"2")))
         assert await store.load_journal("r1") == []
@@ -133,7 +115,7 @@ async def test_lost_answer_to_claim_due_strands_no_run(
 ) -> None:
     async with cut_store as store:
         for run_id in ("a", "b"):
-            await store.create_run(run(run_id, status="sleeping", wake_at=T0))
+            await store.create_run(make_run(run_id, status="sleeping", wake_at=T0))
         assert await store.claim_due(["other"], "me", now=T0, lease_until=T0 + 30) == []
         claimed = await cut_during(
             proxy, store.claim_due(["flow"], "me", now=T0, lease_until=T0 + 30)
@@ -233,7 +215,7 @@ async def test_a_timed_out_statement_is_cancelled_not_left_to_commit_later(
     # that request, and each timed-out attempt would still apply its patch
     # once the lock goes.
     async with PostgresStore(postgres_url + "&command_timeout=0.3&listen=off") as store:
-        await store.create_run(run("r"))
+        await store.create_run(make_run("r"))
         patch = RunPatch("r", 2.0, add_input_tokens=7)
         schema = store._settings.schema
         patched = await pg.while_locked(

@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from kitaru._errors import ConfigurationError, StorageError
-from kitaru.storage.artifacts import FsspecArtifactStore, open_artifacts
+from kitaru.storage.artifacts import FsspecArtifactStore, _fs, open_artifacts
 from kitaru.storage.artifacts import _store as artifact_store
 from kitaru.storage.base import ArtifactStore
 
@@ -335,8 +335,8 @@ async def test_local_io_never_blocks_the_event_loop(
 
         return wrapper
 
-    monkeypatch.setattr(artifact_store, "local_put", gated(artifact_store.local_put))
-    monkeypatch.setattr(artifact_store, "local_get", gated(artifact_store.local_get))
+    monkeypatch.setattr(_fs, "local_put", gated(_fs.local_put))
+    monkeypatch.setattr(_fs, "local_get", gated(_fs.local_get))
     results: list[bytes] = []
 
     async def release_when_entered() -> None:

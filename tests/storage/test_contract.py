@@ -1,47 +1,33 @@
-"""The run store contract: every backend must pass this whole module unchanged."""
+"""The run store contract: every backend must pass this whole module unchanged.
+
+The tests of an optional capability (``BulkClaims``, ``SignalsChanges``,
+``AnnouncesRunnable``) run for every backend that declares it and are
+skipped, naming the capability, for the others.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 
 from kitaru._errors import StorageError
-from kitaru.storage import JournalEntry, RunPatch, RunRecord, RunStore
-from kitaru.storage.base import Message
+from kitaru.storage import (
+    AnnouncesRunnable,
+    BulkClaims,
+    JournalEntry,
+    RunPatch,
+    RunRecord,
+    RunStore,
+    SignalsChanges,
+    open_store,
+)
+from kitaru.storage._url import scheme_of
+from tests.storage._records import T0, make_entry, make_message, make_run
 
 pytestmark = pytest.mark.anyio
-
-T0 = 1_700_000_000.0
-
-
-def make_run(run_id: str, **changes: Any) -> RunRecord:
-    fields: dict[str, Any] = {
-        "id": run_id,
-        "flow": "flow",
-        "status": "running",
-        "created_at": T0,
-        "updated_at": T0,
-    }
-    fields.update(changes)
-    return RunRecord(**fields)
-
-
-def make_entry(run_id: str, position: int, **changes: Any) -> JournalEntry:
-    fields: dict[str, Any] = {
-        "run_id": run_id,
-        "position": position,
-        "name": "step",
-        "kind": "checkpoint",
-        "status": "completed",
-        "attempts": 1,
-        "started_at": T0 + position,
-        "duration_s": 0.25,
-        "value": b"null",
-    }
-    fields.update(changes)
-    return JournalEntry(**fields)
 
 
 async def add(store: RunStore, *runs: RunRecord) -> None:
@@ -479,18 +465,6 @@ async def test_reset_journal_respects_expect(store: RunStore) -> None:
 # -- mailbox ------------------------------------------------------------------------------
 
 
-def make_message(run_id: str = "r1", topic: str = "t", **changes: Any) -> Message:
-    fields: dict[str, Any] = {
-        "id": 0,
-        "run_id": run_id,
-        "topic": topic,
-        "payload": b'"hi"',
-        "created_at": T0,
-    }
-    fields.update(changes)
-    return Message(**fields)
-
-
 async def test_post_assigns_increasing_ids(store: RunStore) -> None:
     first, created = await store.post(make_message(sender="alice"))
     assert created
@@ -746,3 +720,156 @@ async def test_journal_counts(store: RunStore) -> None:
         "missing": 0,
     }
     assert await store.journal_counts([]) == {}
+
+
+# -- optional capabilities ------------------------------------------------------------
+
+
+def lacks(store: RunStore, capability: str) -> str:
+    return f"{scheme_of(store.url)} store lacks capability {capability}"
+
+
+@pytest.fixture
+def bulk_claims(store: RunStore) -> BulkClaims:
+    """The store, if it is a BulkClaims store; skips the test otherwise."""
+    if not isinstance(store, BulkClaims):
+        pytest.skip(lacks(store, "BulkClaims"))
+    return store
+
+
+@pytest.fixture
+def signals(store: RunStore) -> SignalsChanges:
+    """The store, if it is a SignalsChanges store; skips the test otherwise."""
+    if not isinstance(store, SignalsChanges):
+        pytest.skip(lacks(store, "SignalsChanges"))
+    return store
+
+
+@pytest.fixture
+def announces(store: RunStore) -> AnnouncesRunnable:
+    """The store, if it is an AnnouncesRunnable store; skips the test otherwise."""
+    if not isinstance(store, AnnouncesRunnable):
+        pytest.skip(lacks(store, "AnnouncesRunnable"))
+    return store
+
+
+@pytest.fixture
+async def other(store: RunStore) -> AsyncIterator[RunStore]:
+    """A second store on the same database, as another process would open it."""
+    opened = await open_store(store.url)
+    try:
+        yield opened
+    finally:
+        await opened.aclose()
+
+
+NOW = T0 + 100
+
+
+async def test_claim_orphans_leases_the_running_runs_nobody_live_hosts(
+    bulk_claims: BulkClaims, store: RunStore
+) -> None:
+    claimable = [
+        make_run("unowned", created_at=T0 + 1),
+        make_run("dead-owner", created_at=T0 + 2, owner="dead", lease_until=NOW + 60),
+        make_run("lapsed", created_at=T0 + 3, owner="slow", lease_until=NOW - 1),
+        make_run("unowned-2", created_at=T0 + 4),
+    ]
+    others = [
+        make_run("live-owner", created_at=T0 + 5, owner="alive", lease_until=NOW + 60),
+        make_run("waiting", created_at=T0 + 6, status="waiting"),
+        make_run("completed", created_at=T0 + 7, status="completed"),
+        make_run("other-flow", created_at=T0 + 8, flow="g"),
+    ]
+    await add(store, *others, *reversed(claimable))
+    claimed = await bulk_claims.claim_orphans(
+        ["flow"], "w1", now=NOW, lease_until=NOW + 30, dead_owners=["dead"]
+    )
+    assert [r.id for r in claimed] == [r.id for r in claimable]  # oldest first
+    for record in claimed:
+        assert (record.owner, record.lease_until) == ("w1", NOW + 30)
+        assert await store.get_run(record.id) == record
+    for record in others:
+        assert await store.get_run(record.id) == record  # untouched
+    # Leased now: a second sweep, by anyone, takes nothing.
+    assert await bulk_claims.claim_orphans(["flow"], "w2", now=NOW, lease_until=NOW + 30) == []
+    assert await bulk_claims.claim_orphans([], "w2", now=NOW, lease_until=NOW + 30) == []
+
+
+async def test_claim_due_leases_the_due_runs_nobody_live_hosts(
+    bulk_claims: BulkClaims, store: RunStore
+) -> None:
+    due = [
+        make_run("late", status="sleeping", wake_at=NOW - 10),
+        make_run("dead-owner", status="waiting", wake_at=NOW - 5, owner="dead", lease_until=NOW),
+        make_run("on-time", status="waiting", wake_at=NOW),
+    ]
+    others = [
+        make_run("future", status="sleeping", wake_at=NOW + 1),
+        make_run("hosted", status="sleeping", wake_at=NOW - 20, owner="w", lease_until=NOW + 60),
+        make_run("no-deadline", status="waiting"),
+        make_run("running", wake_at=NOW - 20),
+        make_run("other-flow", flow="g", status="sleeping", wake_at=NOW - 20),
+    ]
+    await add(store, *others, *reversed(due))
+    assert await bulk_claims.claim_due(
+        ["flow"], "w1", now=NOW, lease_until=NOW + 30, dead_owners=["dead"], limit=1
+    ) == [dataclasses.replace(due[0], owner="w1", lease_until=NOW + 30)]
+    claimed = await bulk_claims.claim_due(
+        ["flow"], "w1", now=NOW, lease_until=NOW + 30, dead_owners=["dead"]
+    )
+    # The rest, most overdue first (the first is hosted now, by w1).
+    assert [r.id for r in claimed] == [r.id for r in due[1:]]
+    for record in [*claimed, await store.get_run("late")]:
+        assert record is not None
+        assert (record.owner, record.lease_until) == ("w1", NOW + 30)
+    for record in others:
+        assert await store.get_run(record.id) == record
+    assert await bulk_claims.claim_due(["flow"], "w2", now=NOW, lease_until=NOW + 30) == []
+    assert await bulk_claims.claim_due([], "w2", now=NOW, lease_until=NOW + 30) == []
+
+
+async def settled(signals: SignalsChanges) -> int:
+    """A token that stays put: a store's first waits may report its listener coming up."""
+    token = 0
+    with anyio.fail_after(5):
+        while (new := await signals.wait_for_change(token, 0.05)) != token:
+            token = new
+    return token
+
+
+async def test_wait_for_change_returns_when_another_store_posts(
+    signals: SignalsChanges, other: RunStore
+) -> None:
+    token = await settled(signals)
+    await other.post(make_message())
+    with anyio.fail_after(5):
+        assert await signals.wait_for_change(token, 5.0) != token
+
+
+async def test_deadline_token_moves_when_another_store_hands_a_deadline_over(
+    signals: SignalsChanges, other: RunStore
+) -> None:
+    await other.create_run(
+        make_run("r1", status="sleeping", wake_at=NOW, owner="w", lease_until=NOW + 60)
+    )
+    token = await settled(signals)
+    seen = signals.deadline_token()
+    await other.release("w")  # the sleeping run's deadline is anyone's now
+    with anyio.fail_after(5):
+        while signals.deadline_token() == seen:
+            token = await signals.wait_for_change(token, 0.5)
+
+
+async def test_runnable_token_moves_when_another_store_announces(
+    announces: AnnouncesRunnable, store: RunStore, other: RunStore
+) -> None:
+    assert isinstance(other, AnnouncesRunnable)
+    with anyio.fail_after(5):  # change_token moves on every call until the store listens
+        while await store.change_token() != await store.change_token():
+            await anyio.sleep(0.01)
+    seen = announces.runnable_token()
+    await other.announce_runnable()
+    with anyio.fail_after(5):
+        while announces.runnable_token() == seen:
+            await anyio.sleep(0.01)

@@ -23,18 +23,9 @@ from kitaru.storage.base import Message
 from kitaru.storage.sqlite import SQLiteStore
 from kitaru.storage.sqlite._group_commit import GroupCommitter
 from kitaru.storage.sqlite._ops import PATCH_FIELDS, list_runs_query
+from tests.storage._records import T0, make_entry, make_run
 
 pytestmark = pytest.mark.anyio
-
-T0 = 1_700_000_000.0
-
-
-def run(run_id: str) -> RunRecord:
-    return RunRecord(id=run_id, flow="flow", status="running", created_at=T0, updated_at=T0)
-
-
-def entry(run_id: str, position: int) -> JournalEntry:
-    return JournalEntry(run_id, position, "step", "checkpoint", "completed", 1, T0, 0.0, b"null")
 
 
 def read(path: Path) -> bytes:
@@ -72,7 +63,7 @@ async def sqlite_store(db: Path) -> AsyncIterator[SQLiteStore]:
 
 async def test_open_migrates_and_records_the_version(db: Path) -> None:
     async with SQLiteStore(url_of(db)) as store:
-        await store.create_run(run("r1"))
+        await store.create_run(make_run("r1"))
     assert pragma(db, "user_version") == len(MIGRATIONS)
     assert pragma(db, "application_id") == APPLICATION_ID
     assert pragma(db, "journal_mode") == "wal"
@@ -100,11 +91,11 @@ async def test_schema_has_a_column_per_record_field(db: Path) -> None:
 
 async def test_reopening_keeps_data_and_migrates_nothing(db: Path) -> None:
     async with SQLiteStore(url_of(db)) as store:
-        await store.create_run(run("r1"))
-        await store.record([entry("r1", 0)])
+        await store.create_run(make_run("r1"))
+        await store.record([make_entry("r1", 0)])
     async with SQLiteStore(url_of(db)) as store:
-        assert await store.get_run("r1") == run("r1")
-        assert await store.load_journal("r1") == [entry("r1", 0)]
+        assert await store.get_run("r1") == make_run("r1")
+        assert await store.load_journal("r1") == [make_entry("r1", 0)]
     assert pragma(db, "user_version") == len(MIGRATIONS)
 
 
@@ -114,8 +105,8 @@ async def test_two_stores_opening_one_new_file_at_once(db: Path) -> None:
         async with anyio.create_task_group() as tg:
             for store in stores:
                 tg.start_soon(store.open)
-        await stores[0].create_run(run("r1"))
-        assert await stores[7].get_run("r1") == run("r1")
+        await stores[0].create_run(make_run("r1"))
+        assert await stores[7].get_run("r1") == make_run("r1")
     finally:
         for store in stores:
             await store.aclose()
@@ -124,7 +115,7 @@ async def test_two_stores_opening_one_new_file_at_once(db: Path) -> None:
 
 async def test_database_newer_than_the_code_is_refused_untouched(db: Path) -> None:
     async with SQLiteStore(url_of(db)) as store:
-        await store.create_run(run("r1"))
+        await store.create_run(make_run("r1"))
     newer = len(MIGRATIONS) + 1
     with sqlite3.connect(db) as conn:
         conn.execute(f"PRAGMA user_version = {newer}")
@@ -170,11 +161,11 @@ async def test_another_applications_database_is_refused_untouched(db: Path) -> N
 
 
 async def test_concurrent_records_share_transactions(sqlite_store: SQLiteStore) -> None:
-    await sqlite_store.create_run(run("r1"))
+    await sqlite_store.create_run(make_run("r1"))
     before = sqlite_store.statistics()
 
     async def write(position: int) -> None:
-        assert await sqlite_store.record([entry("r1", position)])
+        assert await sqlite_store.record([make_entry("r1", position)])
 
     async with anyio.create_task_group() as tg:
         for position in range(200):
@@ -187,13 +178,13 @@ async def test_concurrent_records_share_transactions(sqlite_store: SQLiteStore) 
 
 
 async def test_failing_op_fails_only_its_caller(sqlite_store: SQLiteStore) -> None:
-    await sqlite_store.create_run(run("r1"))
+    await sqlite_store.create_run(make_run("r1"))
     outcomes: dict[int, BaseException | None] = {}
 
     async def write(position: int) -> None:
         run_id = "missing" if position == 50 else "r1"
         try:
-            await sqlite_store.record([entry(run_id, position)])
+            await sqlite_store.record([make_entry(run_id, position)])
         except StorageError as exc:
             outcomes[position] = exc
         else:
@@ -213,7 +204,7 @@ async def test_refused_ops_in_a_batch_write_nothing(sqlite_store: SQLiteStore) -
     # A guarded op that refuses returns False inside the batch's transaction
     # (it is not rolled back on its own), so it must refuse before writing.
     for run_id in ("ok", "done"):
-        await sqlite_store.create_run(run(run_id))
+        await sqlite_store.create_run(make_run(run_id))
     await sqlite_store.update_run(RunPatch("done", T0 + 1, status="completed"))
     message, _ = await sqlite_store.post(Message(0, "done", "t", b"1", T0))
     waiting = RunPatch("done", T0 + 2, status="running", add_input_tokens=5, expect=("waiting",))
@@ -225,11 +216,13 @@ async def test_refused_ops_in_a_batch_write_nothing(sqlite_store: SQLiteStore) -
     async with anyio.create_task_group() as tg:
         for position in range(20):
             tg.start_soon(
-                call, f"ok{position}", lambda p=position: sqlite_store.record([entry("ok", p)])
+                call, f"ok{position}", lambda p=position: sqlite_store.record([make_entry("ok", p)])
             )
-        tg.start_soon(call, "record", lambda: sqlite_store.record([entry("done", 0)], waiting))
+        tg.start_soon(call, "record", lambda: sqlite_store.record([make_entry("done", 0)], waiting))
         tg.start_soon(
-            call, "consume", lambda: sqlite_store.consume(message.id, entry("done", 1), waiting)
+            call,
+            "consume",
+            lambda: sqlite_store.consume(message.id, make_entry("done", 1), waiting),
         )
         tg.start_soon(call, "reset", lambda: sqlite_store.reset_journal(waiting))
     assert (results.pop("record"), results.pop("consume"), results.pop("reset")) == (False,) * 3
@@ -399,7 +392,7 @@ async def test_relative_path_creates_its_folder(tmp_path: Path) -> None:
     store = SQLiteStore("sqlite:///nested/dir/kitaru.db")
     assert not (tmp_path / "nested").exists()  # the constructor does no I/O
     async with store:
-        await store.create_run(run("r1"))
+        await store.create_run(make_run("r1"))
     assert (tmp_path / "nested" / "dir" / "kitaru.db").is_file()
 
 
@@ -408,7 +401,7 @@ async def test_store_must_be_opened_first(db: Path) -> None:
     with pytest.raises(StorageError, match="not open"):
         await store.get_run("r1")
     with pytest.raises(StorageError, match="not open"):
-        await store.create_run(run("r1"))
+        await store.create_run(make_run("r1"))
     assert not exists(db)
 
 
@@ -442,7 +435,7 @@ async def test_unclosed_store_warns_and_its_threads_end(db: Path) -> None:
 async def test_closed_store_is_collectable(db: Path) -> None:
     store = SQLiteStore(url_of(db))
     async with store:
-        await store.create_run(run("r1"))
+        await store.create_run(make_run("r1"))
         await store.get_run("r1")
     ref = weakref.ref(store)
     del store
@@ -452,7 +445,7 @@ async def test_closed_store_is_collectable(db: Path) -> None:
 
 async def test_driver_errors_are_wrapped(db: Path) -> None:
     async with SQLiteStore(url_of(db)) as store:
-        bad = dataclasses.replace(run("r1"), flow=None)  # type: ignore[arg-type]
+        bad = dataclasses.replace(make_run("r1"), flow=None)  # type: ignore[arg-type]
         with pytest.raises(StorageError, match=re.escape(str(db))) as caught:
             await store.create_run(bad)
         assert isinstance(caught.value.__cause__, sqlite3.IntegrityError)

@@ -17,6 +17,7 @@ import anyio.to_thread
 
 from kitaru._errors import ConfigurationError, StorageError
 
+from . import _fs
 from ._errors import call_config, config_error, hint, is_missing_bucket, translating
 from ._fs import (
     async_size,
@@ -24,8 +25,6 @@ from ._fs import (
     fs_put,
     is_async_class,
     is_local,
-    local_get,
-    local_put,
     make_fs,
     start_session,
 )
@@ -171,7 +170,7 @@ class FsspecArtifactStore:
         key = self._key(digest)
         try:
             if self._mode == "local":
-                data = await anyio.to_thread.run_sync(local_get, key)
+                data = await anyio.to_thread.run_sync(_fs.local_get, key)
             elif self._mode == "thread":
                 data = await anyio.to_thread.run_sync(fs.cat_file, key)
             else:
@@ -230,7 +229,7 @@ class FsspecArtifactStore:
         key = self._key(digest)
         try:
             if self._mode == "local":
-                await anyio.to_thread.run_sync(local_put, key, data)
+                await anyio.to_thread.run_sync(_fs.local_put, key, data)
             elif self._mode == "thread":
                 await anyio.to_thread.run_sync(fs_put, fs, key, data)
             elif await async_size(fs, key) != len(data):
