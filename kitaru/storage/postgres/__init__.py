@@ -24,24 +24,27 @@ How it works
   without a journal: a call that finds nothing in flight runs at once, and
   the calls that arrive meanwhile go out together when it is done, as one
   statement, each caller getting its own result
-  (:mod:`kitaru.storage.postgres._batch`; ``_store.GROUP_COMMIT = False`` switches
-  it off).
-  Each of the two batchers leads on a connection of its own outside the pool
+  (:mod:`kitaru.storage.postgres._batch`; ``_store.GROUP_COMMIT = False``
+  switches it off). Each of the two batchers leads on a connection of its own outside the pool
   (a checkout costs the client more than the statement), so a store opens at
   most ``pool_max`` + 2 connections besides the listener's.
 - **Claiming.** ``claim`` is one guarded ``UPDATE ... RETURNING``.
   ``due`` and ``orphans`` select ``FOR UPDATE SKIP LOCKED``, so a worker never
   waits for rows another worker is claiming; :meth:`PostgresStore.claim_due`
   and :meth:`PostgresStore.claim_orphans` select and claim due runs and runs
-  nobody hosts in one statement.
+  nobody hosts in one statement (the :class:`~kitaru.storage.BulkClaims`
+  capability).
 - **Wake-ups.** ``post`` (and a write that leaves a suspended run with a
   deadline unhosted) sends ``pg_notify`` in its own transaction, and
   :meth:`PostgresStore.announce_runnable` sends one when a run was left for
   any worker. One dedicated connection per store LISTENs and bumps counters,
   so ``change_token()`` costs no query and
   :meth:`PostgresStore.wait_for_change` wakes the runtime as soon as the
-  notification arrives, with no polling. Message ids are taken under an
-  advisory lock held until commit, so they become visible in id order.
+  notification arrives, with no polling (the
+  :class:`~kitaru.storage.SignalsChanges` and
+  :class:`~kitaru.storage.AnnouncesRunnable` capabilities). Message ids are
+  taken under an advisory lock held until commit, so they become visible in
+  id order.
 
 Connection faults
 -----------------
