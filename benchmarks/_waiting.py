@@ -181,7 +181,8 @@ async def _park(rt: kitaru.Runtime, n: int, *, batch: int, limit_s: float) -> _P
             started += size
             await _until(parked)
         complete = True
-    return _Parked(n, time.perf_counter() - start, supervisor.evictions - base, rt.live_runs, complete)
+    elapsed = time.perf_counter() - start
+    return _Parked(n, elapsed, supervisor.evictions - base, rt.live_runs, complete)
 
 
 @dataclass(slots=True)

@@ -51,11 +51,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from kitaru.storage._pg_url import parse_url, quote_ident
 
 import kitaru
 from kitaru.storage import RunRecord
 from kitaru.storage.postgres import PostgresStore
+from kitaru.storage.postgres._url import parse_url, quote_ident
 
 from ._cases import Benchmark
 from ._flows import sequential

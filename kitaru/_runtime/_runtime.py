@@ -30,8 +30,8 @@ from ..actors._flow_actor import FlowActor
 from ..actors._supervisor import Supervisor
 from ..journal._host import HostedFlow
 from ..journal._replay_plan import CheckpointRef, Overrides
-from ..storage._lazy import LazyArtifacts
 from ..storage._registry import open_store
+from ..storage.artifacts import LazyArtifacts
 from ..storage.base import RunPatch, RunRecord, RunStore
 from . import _rerun
 from ._event_bus import EventBus
