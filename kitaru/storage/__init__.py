@@ -14,23 +14,22 @@ from .base import AnnouncesRunnable as AnnouncesRunnable
 from .base import ArtifactStore as ArtifactStore
 from .base import BulkClaims as BulkClaims
 from .base import JournalEntry as JournalEntry
+from .base import Message as Message
 from .base import RunPatch as RunPatch
 from .base import RunRecord as RunRecord
 from .base import RunStore as RunStore
 from .base import SignalsChanges as SignalsChanges
-
-# --- artifacts: `open_artifacts` (the artifact store opener) is added here. ---
 
 __all__ = (
     "AnnouncesRunnable",
     "ArtifactStore",
     "BulkClaims",
     "JournalEntry",
+    "Message",
     "RunPatch",
     "RunRecord",
     "RunStore",
     "SignalsChanges",
     "open_store",
     "register_store",
-    # --- artifacts: add "open_artifacts" here. ---
 )

@@ -9,8 +9,7 @@ import pytest
 
 import kitaru
 from kitaru import checkpoint, flow
-from kitaru.storage import register_store
-from kitaru.storage.base import JournalEntry, RunPatch
+from kitaru.storage import JournalEntry, RunPatch, register_store
 from kitaru.storage.memory import MemoryStore
 
 pytestmark = pytest.mark.anyio

@@ -12,7 +12,7 @@ import pytest
 import kitaru
 from kitaru.integrations.fastapi import create_app
 from kitaru.integrations.fastapi.events import Cursor, derive_events
-from kitaru.storage.base import JournalEntry, RunRecord
+from kitaru.storage import JournalEntry, RunRecord
 from tests.api.api_flows import FLOWS, approval
 from tests.api.conftest import live_server, read_events, until, wait_status
 

@@ -20,7 +20,7 @@ import pytest
 
 import kitaru
 from kitaru import checkpoint, flow
-from kitaru.storage.base import JournalEntry, RunRecord
+from kitaru.storage import JournalEntry, RunRecord
 from kitaru.storage.memory import MemoryStore
 from kitaru.storage.serde import dumps_plain
 

@@ -9,7 +9,7 @@ import anyio
 import pytest
 
 from kitaru import StorageError
-from kitaru.storage.base import JournalEntry, RunPatch, RunRecord
+from kitaru.storage import JournalEntry, RunPatch, RunRecord
 from kitaru.storage.postgres import PostgresStore
 from kitaru.storage.postgres import _ops as ops
 from kitaru.storage.postgres._batch import Lease, WriteBatcher, _Call

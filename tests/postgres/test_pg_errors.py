@@ -8,9 +8,8 @@ import traceback
 
 import pytest
 
-from kitaru._errors import StorageError
-from kitaru.storage import open_store
-from kitaru.storage.base import RunRecord
+from kitaru import StorageError
+from kitaru.storage import RunRecord, open_store
 from kitaru.storage.postgres import PostgresStore
 from tests.postgres import _server as pg
 

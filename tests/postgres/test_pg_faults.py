@@ -21,7 +21,7 @@ import pytest
 
 import kitaru
 from kitaru import checkpoint, flow
-from kitaru.storage.base import Message, RunPatch
+from kitaru.storage import Message, RunPatch
 from kitaru.storage.postgres import PostgresStore
 from tests.postgres import _server as pg
 from tests.postgres._proxy import TcpProxy, via

@@ -12,7 +12,7 @@ import pytest
 
 import kitaru
 from kitaru import flow
-from kitaru.storage.base import Message, RunRecord
+from kitaru.storage import Message, RunRecord
 from kitaru.storage.postgres import PostgresStore
 from tests.postgres import _server as pg
 

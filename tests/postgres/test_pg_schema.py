@@ -5,10 +5,9 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from kitaru._errors import SchemaVersionError, StorageError
-from kitaru.storage import open_store
+from kitaru import SchemaVersionError, StorageError
+from kitaru.storage import JournalEntry, RunRecord, open_store
 from kitaru.storage._migrations.postgres import MIGRATIONS
-from kitaru.storage.base import JournalEntry, RunRecord
 from kitaru.storage.postgres import PostgresStore
 from kitaru.storage.postgres._url import parse_url, quote_ident
 from tests.postgres import _server as pg

@@ -7,9 +7,8 @@ import re
 
 import pytest
 
-from kitaru._errors import ConfigurationError
-from kitaru.storage import RunStore
-from kitaru.storage.base import RunPatch, RunRecord
+from kitaru import ConfigurationError
+from kitaru.storage import RunPatch, RunRecord, RunStore
 from kitaru.storage.postgres import PostgresStore
 from kitaru.storage.postgres._sql import PATCH_FIELDS, queries
 from kitaru.storage.postgres._url import lock_key, parse_url

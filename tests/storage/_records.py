@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kitaru.storage.base import JournalEntry, Message, RunRecord
+from kitaru.storage import JournalEntry, Message, RunRecord
 
 #: A fixed "now" (November 2023): tests never depend on the wall clock.
 T0 = 1_700_000_000.0

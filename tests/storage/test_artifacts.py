@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 
-from kitaru._errors import ConfigurationError, StorageError
+from kitaru import ConfigurationError, StorageError
+from kitaru.storage import ArtifactStore
 from kitaru.storage.artifacts import FsspecArtifactStore, _fs, open_artifacts
 from kitaru.storage.artifacts import _store as artifact_store
-from kitaru.storage.base import ArtifactStore
 
 HAS_TRIO = importlib.util.find_spec("trio") is not None
 

@@ -22,8 +22,7 @@ import anyio
 import pytest
 
 import kitaru
-from kitaru import checkpoint, flow
-from kitaru._errors import ConfigurationError, StorageError
+from kitaru import ConfigurationError, StorageError, checkpoint, flow
 from kitaru.storage.artifacts import FsspecArtifactStore, open_artifacts
 from kitaru.storage.artifacts import _store as artifact_store
 from kitaru.storage.artifacts._options import split_options

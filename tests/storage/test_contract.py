@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from kitaru._errors import StorageError
+from kitaru import StorageError
 from kitaru.storage import (
     AnnouncesRunnable,
     BulkClaims,

@@ -10,7 +10,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from kitaru.storage.base import JournalEntry, RunRecord
+from kitaru.storage import JournalEntry, RunRecord
 from kitaru.storage.sqlite import SQLiteStore
 
 pytestmark = pytest.mark.anyio

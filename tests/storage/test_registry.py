@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from kitaru._errors import ConfigurationError
+from kitaru import ConfigurationError
 from kitaru.storage import _registry, open_store, register_store
 from kitaru.storage._url import redact, scheme_of
 from kitaru.storage.memory import MemoryStore

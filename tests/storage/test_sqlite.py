@@ -16,10 +16,9 @@ import aiosqlite
 import anyio
 import pytest
 
-from kitaru._errors import ConfigurationError, SchemaVersionError, StorageError
-from kitaru.storage import JournalEntry, RunPatch, RunRecord
+from kitaru import ConfigurationError, SchemaVersionError, StorageError
+from kitaru.storage import JournalEntry, Message, RunPatch, RunRecord
 from kitaru.storage._migrations.sqlite import APPLICATION_ID, MIGRATIONS
-from kitaru.storage.base import Message
 from kitaru.storage.sqlite import SQLiteStore
 from kitaru.storage.sqlite._group_commit import GroupCommitter
 from kitaru.storage.sqlite._ops import PATCH_FIELDS, list_runs_query
