@@ -94,6 +94,7 @@ class Checkpoint(Generic[P, R]):
         self.timeout = timeout
         self.is_async = inspect.iscoroutinefunction(fn)
         self._codec: Codec | None = None
+        self._label = f"checkpoint {self.name!r}"
         functools.update_wrapper(self, fn)
         # Replay overrides are checked against the return type of the
         # checkpoint they replace, found by name.
@@ -127,12 +128,6 @@ class Checkpoint(Generic[P, R]):
         return self._durable(frame.execution, position, args, kwargs)
 
     async def _durable(self, execution: Execution, position: int, args: Any, kwargs: Any) -> Any:
-        async def replay(entry: JournalEntry) -> Any:
-            # The codec is resolved here, not before: a return annotation that
-            # cannot be stored fails the call (recorded) after the body ran.
-            what = f"checkpoint {self.name!r} (run {execution.run_id}, position {position})"
-            return await execution.load(entry, self.codec, what)
-
         async def live(call: Call) -> Any:
             frame = CheckpointFrame(execution, position, self.name, call.metadata)
             what = call.what
@@ -164,16 +159,31 @@ class Checkpoint(Generic[P, R]):
                 return result
             return codec.load(data, what=what)
 
+        # Once resolved the codec is passed as is (no replay closure to make).
+        codec = self._codec
         return await durable(
             execution,
             position,
             self.name,
             "checkpoint",
             live,
-            replay=replay,
+            codec=codec,
+            replay=None if codec is not None else self._late_replay(execution, position),
             records_failures=True,
-            label=f"checkpoint {self.name!r}",
+            label=self._label,
         )
+
+    def _late_replay(
+        self, execution: Execution, position: int
+    ) -> Callable[[JournalEntry], Awaitable[Any]]:
+        async def replay(entry: JournalEntry) -> Any:
+            # The codec is resolved here, not before the call: a return
+            # annotation that cannot be stored fails the call (recorded) after
+            # the body ran, not before.
+            what = f"checkpoint {self.name!r} (run {execution.run_id}, position {position})"
+            return await execution.load(entry, self.codec, what)
+
+        return replay
 
     async def _attempt(self, frame: CheckpointFrame, args: Any, kwargs: Any) -> Any:
         token = frame_var.set(frame)

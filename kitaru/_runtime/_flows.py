@@ -52,8 +52,10 @@ class FlowTable(Mapping[str, HostedFlow]):
             TypeError: not a ``@flow``-decorated function.
             kitaru.ConfigurationError: another function already has its name.
         """
+        known = self._flows.get(getattr(flow, "name", None))  # type: ignore[arg-type]
+        if known is flow:
+            return False  # the common case, every start of a hosted flow: nothing to check
         check_flow(flow)
-        known = self._flows.get(flow.name)
         if known is None:
             self._flows[flow.name] = flow
             return True

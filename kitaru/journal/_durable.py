@@ -64,12 +64,13 @@ class Call:
         position: int,
         name: str,
         kind: str,
-        *,
         label: str,
         prior: int,
         errors: list[str],
         records_failures: bool,
     ) -> None:
+        # Positional parameters: one Call is made per durable call, and
+        # keyword-only ones cost more than the rest of its construction.
         self.execution = execution
         self.position = position
         self.name = name
@@ -106,15 +107,6 @@ class Call:
         """Names the call in errors: ``checkpoint 'fetch' (run r1, position 3)``."""
         return _what(self.label, self.execution.run_id, self.position)
 
-    async def succeed(self) -> None:
-        """Commit the entry as completed (the routine does this after the live part)."""
-        value, ref = (None, self.ref)
-        if self.data is not None:
-            value, ref = await self.execution.store_value(self.data)
-        if self.errors:
-            self.metadata["errors"] = self.errors
-        await self._commit(value=value, ref=ref)
-
     async def fail(self, exc: BaseException) -> None:
         """Commit the entry as failed with ``exc``: a replay raises it again."""
         if self.lists_errors:
@@ -125,35 +117,30 @@ class Call:
         record = error_record(exc, self.errors if self.lists_errors else None)
         if self.failure_details is not None:
             record.update(self.failure_details(exc))
-        await self._commit(error=record)
-
-    async def _commit(
-        self,
-        *,
-        value: bytes | None = None,
-        ref: str | None = None,
-        error: dict[str, Any] | None = None,
-    ) -> None:
-        # The run change: a suspension ending, else the usage the entry records.
-        patch = self.patch
-        if patch is None:
-            patch = usage_patch(self.execution.run_id, self.metadata.get("usage"))
-        execution = self.execution
-        await execution.commit(
-            execution.entry(
-                self.position,
-                self.name,
-                self.kind,
-                started_at=self.started,
-                attempts=self.prior + self.tries,
-                value=value,
-                ref=ref,
-                error=error,
-                metadata=self.metadata,
-            ),
-            patch,
-        )
+        await self.execution.commit(self._entry(None, None, record), self._run_patch())
         self.committed = True
+
+    def _entry(
+        self, value: bytes | None, ref: str | None, error: dict[str, Any] | None
+    ) -> JournalEntry:
+        return self.execution.entry(
+            self.position,
+            self.name,
+            self.kind,
+            started_at=self.started,
+            attempts=self.prior + self.tries,
+            value=value,
+            ref=ref,
+            error=error,
+            metadata=self.metadata,
+        )
+
+    def _run_patch(self) -> RunPatch | None:
+        # A suspension ending, else the usage the entry records (if any).
+        if self.patch is not None:
+            return self.patch
+        usage = self.metadata.get("usage")
+        return None if usage is None else usage_patch(self.execution.run_id, usage)
 
 
 def _raise_recorded(entry: JournalEntry) -> BaseException:
@@ -206,16 +193,7 @@ async def durable(
         if entry.status != RETRY:
             raise recorded_failure(entry)
         prior, errors = retry_history(entry)
-    call = Call(
-        execution,
-        position,
-        name,
-        kind,
-        label=label,
-        prior=prior,
-        errors=errors,
-        records_failures=records_failures,
-    )
+    call = Call(execution, position, name, kind, label, prior, errors, records_failures)
     try:
         result = await live(call)
     except Exception as exc:
@@ -223,7 +201,13 @@ async def durable(
             await call.fail(exc)
         raise
     if not call.committed:
-        await call.succeed()
+        # Commit the completed entry (inline: this is every checkpoint's path).
+        inline, ref = (None, call.ref)
+        if call.data is not None:
+            inline, ref = await execution.store_value(call.data)
+        if errors:
+            call.metadata["errors"] = errors
+        await execution.commit(call._entry(inline, ref, None), call._run_patch())
     return result
 
 
