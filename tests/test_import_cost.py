@@ -14,6 +14,9 @@ HEAVY = (
     "aiosqlite",
     "fsspec",
     "kitaru._llm",  # loaded by the first use of kitaru.llm
+    "kitaru.storage.artifacts._store",  # loaded when a large value is first stored
+    "kitaru.storage.sqlite",  # loaded when a SQLite store opens
+    "kitaru.storage.postgres",  # loaded when a PostgreSQL store opens
 )
 
 

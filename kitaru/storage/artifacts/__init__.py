@@ -35,8 +35,22 @@ Nothing blocks the event loop: filesystems that implement
 running asyncio loop; every other call runs in a worker thread.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._lazy import LazyArtifacts as LazyArtifacts
-from ._store import FsspecArtifactStore as FsspecArtifactStore
-from ._store import open_artifacts as open_artifacts
+
+if TYPE_CHECKING:
+    from ._store import FsspecArtifactStore as FsspecArtifactStore
+    from ._store import open_artifacts as open_artifacts
 
 __all__ = ("FsspecArtifactStore", "LazyArtifacts", "open_artifacts")
+
+
+def __getattr__(name: str) -> Any:
+    # The store itself is imported on first use: every runtime holds a
+    # LazyArtifacts, most never open it, and ``import kitaru`` stays light.
+    if name in ("FsspecArtifactStore", "open_artifacts"):
+        from . import _store
+
+        return getattr(_store, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

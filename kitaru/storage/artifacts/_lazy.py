@@ -9,7 +9,6 @@ from __future__ import annotations
 import anyio
 
 from ..base import ArtifactStore
-from ._store import open_artifacts
 
 __all__ = ("LazyArtifacts",)
 
@@ -28,6 +27,8 @@ class LazyArtifacts:
             async with self._lock:
                 store = self._store
                 if store is None:
+                    from ._store import open_artifacts  # fsspec's machinery, on first use
+
                     store = self._store = await open_artifacts(self.url)
         return store
 
