@@ -435,7 +435,6 @@ class Placement:
         return len(self._stalled)
 
 
-
 def _wants(record: RunRecord, topic: str | None) -> bool:
     """True if ``record`` is suspended and a message on ``topic`` (or a deadline) wakes it."""
     if record.status not in ("waiting", "sleeping"):

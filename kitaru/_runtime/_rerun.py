@@ -48,6 +48,7 @@ class Rerunner(RunSource, Protocol):
     def supervisor(self) -> Supervisor: ...
     def artifacts(self) -> ArtifactStore: ...
 
+
 log = logging.getLogger("kitaru.runtime")
 
 
@@ -105,7 +106,6 @@ async def replay(
     return RunHandle.bound(new_id, rt)
 
 
-
 async def retry(rt: Rerunner, run_id: str) -> RunHandle:
     """``rt.retry``: mark the failing entries ``retry`` and make the run ``running`` again."""
     record = await rt.store.get_run(run_id)
@@ -133,4 +133,3 @@ async def retry(rt: Rerunner, run_id: str) -> RunHandle:
     if updated is not None and not await rt.placement.resume(updated):
         await rt.placement.announce_runnable()
     return RunHandle.bound(run_id, rt)
-

@@ -176,7 +176,13 @@ class FlowActor:
             metadata=loads_plain(self.record.metadata),
         )
         try:
-            result = await self._invoke(execution, args, kwargs)
+            try:
+                result = await self._invoke(execution, args, kwargs)
+            except BaseExceptionGroup as group:
+                # Raised inside a task group of the flow, an eviction, a
+                # continue-as-new or a store failure arrives wrapped; unwrapped
+                # it means what it means anywhere else (not a flow failure).
+                raise _control_signal(group) from None
         except StorageError:
             raise
         except ContinueAsNew as sig:
@@ -288,3 +294,30 @@ class FlowActor:
         if record is not None and record.status == "cancelled":
             return Cancelled()
         return None  # another activation finished it: the store has the outcome
+
+
+def _control_signal(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The signal or store failure in ``group`` the actor must act on; else ``group`` itself.
+
+    A store failure wins (the run restarts from its journal), then a
+    continue-as-new, then an eviction; a group of ordinary errors stays a
+    group, and fails the run like any exception of the flow.
+    """
+    for kind in (StorageError, ContinueAsNew, EvictionSignal):
+        found = _first(group, kind)
+        if found is not None:
+            return found
+    return group
+
+
+def _first(
+    group: BaseExceptionGroup[BaseException], kind: type[BaseException]
+) -> BaseException | None:
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            found = _first(exc, kind)
+            if found is not None:
+                return found
+        elif isinstance(exc, kind):
+            return exc
+    return None

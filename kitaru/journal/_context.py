@@ -62,4 +62,3 @@ def require_flow(what: str) -> FlowFrame:
         f"{what} was called {where}; it can only be called from the code of a "
         "@flow function (call it in the flow, not in a checkpoint or plain code)"
     )
-

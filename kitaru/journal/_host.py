@@ -132,4 +132,3 @@ class Activation(Protocol):
     def suspended(self) -> AbstractAsyncContextManager[None]:
         """While inside, the run holds no execution slot and counts as resident-idle."""
         ...
-
