@@ -12,7 +12,7 @@ import traceback
 from typing import TYPE_CHECKING, Any
 
 from .._errors import CheckpointFailed
-from ..storage.serde import loads_plain
+from ..storage.serde import dumps_plain, loads_plain
 
 if TYPE_CHECKING:
     from ..storage.base import JournalEntry
@@ -24,19 +24,43 @@ RETRY = "retry"
 
 
 def error_record(exc: BaseException, attempts: list[str] | None = None) -> dict[str, Any]:
-    """Plain-data description of an exception, as stored in the journal."""
+    """Plain-data description of an exception, as stored in the journal.
+
+    Besides type, message and traceback it keeps the exception's arguments and
+    its own attributes when they are plain JSON data, so a replay can rebuild
+    the same class even when its constructor takes other arguments.
+    """
     cls = type(exc)
     record: dict[str, Any] = {
         "type": f"{cls.__module__}.{cls.__qualname__}",
         "message": str(exc),
         "traceback": "".join(traceback.format_exception(exc)),
     }
-    args = [a for a in exc.args if isinstance(a, str | int | float | bool | None)]
-    if len(args) == len(exc.args):
+    args = list(exc.args)
+    if _plain(args):
         record["args"] = args
+    attrs = {
+        k: v
+        for k, v in getattr(exc, "__dict__", {}).items()
+        if not k.startswith("__") and _plain(v)
+    }
+    if attrs and len(dumps_plain(attrs)) <= _MAX_ATTRS:
+        record["attrs"] = attrs
     if attempts:
         record["attempts"] = attempts
     return record
+
+
+#: Bytes of recorded exception attributes at most (a response body is not kept).
+_MAX_ATTRS = 16 * 1024
+
+
+def _plain(value: Any) -> bool:
+    """True when ``value`` survives a trip through the journal's JSON unchanged."""
+    try:
+        return bool(loads_plain(dumps_plain(value)) == value)
+    except Exception:
+        return False
 
 
 def retry_history(entry: JournalEntry) -> tuple[int, list[str]]:
@@ -54,23 +78,58 @@ def describe_error(exc: BaseException) -> str:
 def rebuild_error(name: str, data: bytes | None) -> Exception:
     """Recreate a recorded failure so a replayed flow sees the same exception type.
 
-    The original class is rebuilt from its dotted name and plain arguments when
-    possible; otherwise :class:`CheckpointFailed` carries the type and message.
+    The original class is imported from its dotted name and called with its
+    recorded arguments; when its constructor wants other arguments (a custom
+    ``__init__``, a required keyword), the instance is made without calling
+    it, with the recorded arguments and attributes set. Only when the class
+    cannot be imported does :class:`CheckpointFailed` carry the type and
+    message instead.
     """
     record = loads_plain(data) or {}
     type_name: str = record.get("type", "Exception")
     message: str = record.get("message", "")
     args = record.get("args")
-    module_name, _, qualname = type_name.rpartition(".")
-    if args is not None and module_name:
-        try:
-            obj: Any = importlib.import_module(module_name)
-            for part in qualname.split("."):
-                obj = getattr(obj, part)
-            if isinstance(obj, type) and issubclass(obj, Exception):
-                exc = obj(*args)
+    attrs = record.get("attrs")
+    cls = _import_exception(type_name)
+    if cls is not None:
+        if args is not None:
+            try:
+                exc = cls(*args)
+            except Exception:
+                pass
+            else:
                 if str(exc) == message:
+                    _set_attrs(exc, attrs)
                     return exc
+        try:
+            exc = cls.__new__(cls)
+            exc.args = tuple(args) if args is not None else (message,)
+            _set_attrs(exc, attrs)
+            return exc
         except Exception:
             pass
     return CheckpointFailed(name, type_name, message)
+
+
+def _import_exception(type_name: str) -> type[Exception] | None:
+    module_name, _, qualname = type_name.rpartition(".")
+    if not module_name:
+        return None
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except Exception:
+        return None
+    if isinstance(obj, type) and issubclass(obj, Exception):
+        return obj
+    return None
+
+
+def _set_attrs(exc: Exception, attrs: Any) -> None:
+    if isinstance(attrs, dict) and hasattr(exc, "__dict__"):
+        for key, value in attrs.items():
+            try:
+                setattr(exc, key, value)
+            except Exception:
+                pass  # a read-only property: the class rebuilt it from its args

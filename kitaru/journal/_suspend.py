@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from .._errors import InvalidMessage, WaitTimeout
+from .._errors import InvalidMessage, RunFinished, RunNotFound, WaitTimeout
 from ..storage.serde import loads_plain
 from ._durable import Call, durable
 from ._execution import wait_info
@@ -207,13 +207,21 @@ async def durable_send(
         return message_id
 
     async def live(call: Call) -> int | None:
-        message_id = await execution.host.send(
-            run_id,
-            value,
-            topic=topic,
-            key=f"{execution.run_id}/{position}",
-            sender=execution.run_id,
-        )
+        call.metadata = {"to": run_id}
+        try:
+            message_id = await execution.host.send(
+                run_id,
+                value,
+                topic=topic,
+                key=f"{execution.run_id}/{position}",
+                sender=execution.run_id,
+            )
+        except (RunNotFound, RunFinished, InvalidMessage) as exc:
+            # The send's outcome: a replay raises it again instead of sending
+            # for real (the peer may exist by then, and the flow would take
+            # another path than the one it took).
+            await call.fail(exc)
+            raise
         call.metadata = {"to": run_id, "message_id": message_id}
         return message_id
 
