@@ -178,7 +178,7 @@ class Flow(Generic[P, R]):
     ) -> Any:
         # The child's run id is derived from the parent's and the position, so
         # a replayed parent finds the same child instead of starting another.
-        child_id = f"{execution.run_id}.{position}"
+        child_id = f"{execution.run_id}.{execution.call_id(position)}"
 
         def failed(entry: JournalEntry) -> BaseException:
             info = json.loads(entry.error or b"{}")

@@ -8,6 +8,7 @@ continues live. The actor ends with an outcome the supervisor acts on.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -211,6 +212,16 @@ class FlowActor:
         )
         if not await self.host.store.reset_journal(patch):
             return Cancelled()
+        # The next activation starts the run's next generation with nothing
+        # pending: what this one read of the row no longer holds.
+        self.record = dataclasses.replace(
+            self.record,
+            input=data,
+            wait=None,
+            wake_at=None,
+            wait_topics=None,
+            generation=self.record.generation + 1,
+        )
         self.live_args = (sig.args_, sig.kwargs_)
         return ContinuedAsNew()
 

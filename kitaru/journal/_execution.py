@@ -93,6 +93,18 @@ class Execution:
         self.next_position = position + 1
         return position
 
+    def call_id(self, position: int) -> str:
+        """Identifies the call at ``position`` across the run's generations.
+
+        ``"7"`` in a run's first journal; ``"g2.7"`` after two
+        ``continue_as_new``, whose journals start again at position 0. Message
+        keys and child run ids are built from it, so a later round's call never
+        takes an earlier round's identity (its send dropped as a duplicate,
+        its child flow answered by the earlier child).
+        """
+        generation = self.record.generation
+        return str(position) if generation == 0 else f"g{generation}.{position}"
+
     def recorded(self, position: int, name: str, kind: str) -> JournalEntry | None:
         """The journal entry at ``position`` if it matches ``name`` and ``kind``."""
         entry = self.journal.get(position)

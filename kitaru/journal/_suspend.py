@@ -213,7 +213,7 @@ async def durable_send(
                 run_id,
                 value,
                 topic=topic,
-                key=f"{execution.run_id}/{position}",
+                key=f"{execution.run_id}/{execution.call_id(position)}",
                 sender=execution.run_id,
             )
         except (RunNotFound, RunFinished, InvalidMessage) as exc:

@@ -75,6 +75,9 @@ class RunRecord:
     metadata: bytes | None = None
     #: JSON of the run's own budget (``rt.start(..., budget=...)``): {"tokens", "cost_usd"}.
     budget: bytes | None = None
+    #: How many times ``continue_as_new`` started the run's journal afresh
+    #: (``reset_journal`` adds one); ids derived from journal positions include it.
+    generation: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -296,7 +296,8 @@ class MemoryStore(StoreResource):
         if run is None or run.status not in patch.expect:
             return False
         data.journals[patch.run_id] = {}
-        data.runs[patch.run_id] = _apply(run, patch)
+        run = _apply(run, patch)
+        data.runs[patch.run_id] = dataclasses.replace(run, generation=run.generation + 1)
         return True
 
     async def change_token(self) -> int:

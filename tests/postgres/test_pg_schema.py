@@ -83,7 +83,7 @@ async def test_each_schema_is_a_separate_store(postgres_server: str) -> None:
 async def test_a_version_1_schema_is_upgraded_with_its_data(
     postgres_url: str, postgres_server: str
 ) -> None:
-    """Version 2 drops the journal's foreign key; runs and entries stay as they were."""
+    """Versions 2 and 3 (no journal foreign key, a run's generation) keep runs and entries."""
     schema = parse_url(postgres_url).schema
     s = quote_ident(schema)
     conn = await pg.admin(postgres_server)
@@ -114,7 +114,10 @@ async def test_a_version_1_schema_is_upgraded_with_its_data(
             await store.record([entry("gone", 0)])
     conn = await pg.admin(postgres_server)
     try:
-        assert await conn.fetchval(f"SELECT max(version) FROM {s}.kitaru_version") == 2
+        assert await conn.fetchval(f"SELECT max(version) FROM {s}.kitaru_version") == len(
+            MIGRATIONS
+        )
+        assert await conn.fetchval(f"SELECT generation FROM {s}.runs WHERE id = 'old'") == 0
         keys = await conn.fetchval(
             "SELECT count(*) FROM pg_catalog.pg_constraint WHERE contype = 'f' "
             "AND conrelid = $1::regclass",

@@ -449,7 +449,11 @@ async def test_reset_journal_drops_entries_and_patches(store: RunStore) -> None:
     assert await store.reset_journal(patch) is True
     assert await store.load_journal("r1") == []
     assert await store.load_journal("r2") == [make_entry("r2", 0)]
-    assert await store.get_run("r1") == make_run("r1", input=b"next", updated_at=T0 + 1)
+    # The run's next generation starts (ids derived from positions include it).
+    assert await store.get_run("r1") == make_run(
+        "r1", input=b"next", updated_at=T0 + 1, generation=1
+    )
+    assert (await store.get_run("r2")).generation == 0  # type: ignore[union-attr]
     await store.record([make_entry("r1", 0, value=b"fresh")])
     assert await store.load_journal("r1") == [make_entry("r1", 0, value=b"fresh")]
 
@@ -459,6 +463,7 @@ async def test_reset_journal_respects_expect(store: RunStore) -> None:
     await store.record([make_entry("r1", 0)])
     assert await store.reset_journal(RunPatch("r1", updated_at=T0 + 1)) is False
     assert await store.load_journal("r1") == [make_entry("r1", 0)]
+    assert (await store.get_run("r1")).generation == 0  # type: ignore[union-attr]
     assert await store.reset_journal(RunPatch("missing", updated_at=T0 + 1)) is False
 
 

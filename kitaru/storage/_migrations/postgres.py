@@ -111,8 +111,13 @@ _V2 = """
 ALTER TABLE {s}.journal DROP CONSTRAINT IF EXISTS journal_run_id_fkey;
 """
 
+# v3: the run's generation, bumped when continue_as_new starts its journal afresh.
+_V3 = """
+ALTER TABLE {s}.runs ADD COLUMN IF NOT EXISTS generation bigint NOT NULL DEFAULT 0;
+"""
+
 #: DDL scripts in order; the position in this tuple is the schema version.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 #: Tables kitaru creates: finding them without a version row means someone else's data.
 _OUR_TABLES = ("runs", "journal", "messages")

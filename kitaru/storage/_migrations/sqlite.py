@@ -86,6 +86,11 @@ _V2 = """
 ALTER TABLE runs ADD COLUMN budget BLOB;
 """
 
+# v3: the run's generation, bumped when continue_as_new starts its journal afresh.
+_V3 = """
+ALTER TABLE runs ADD COLUMN generation INTEGER NOT NULL DEFAULT 0;
+"""
+
 _PROBE = (
     "SELECT (SELECT user_version FROM pragma_user_version), "
     "(SELECT application_id FROM pragma_application_id), "
@@ -93,7 +98,7 @@ _PROBE = (
 )
 
 #: DDL scripts in order; the position in this tuple is the schema version.
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 
 
 def current_version(conn: sqlite3.Connection, where: str) -> int:

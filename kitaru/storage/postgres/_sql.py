@@ -87,6 +87,10 @@ _PATCH_SET = _PATCH_ASSIGN + "WHERE id = $p_run_id::text AND status = ANY($p_exp
 # The patched run row, then a NOTIFY when the patch left a suspended run with a
 # deadline that nobody hosts: the timer services of other processes should look.
 _PATCH = f"p AS (UPDATE {{s}}.runs SET {_PATCH_SET} RETURNING {{run_cols}})"
+# The same, starting the run's next generation (continue_as_new).
+_PATCH_RESET = (
+    f"p AS (UPDATE {{s}}.runs SET generation = generation + 1, {_PATCH_SET} RETURNING {{run_cols}})"
+)
 _NOTIFY_DUE = (
     "n AS (SELECT pg_notify($channel::text, $due_payload::text) FROM p "
     "WHERE p.owner IS NULL AND p.wake_at IS NOT NULL AND p.status IN ('waiting', 'sleeping'))"
@@ -257,7 +261,7 @@ _TEMPLATES: dict[str, str] = {
         f"WITH {_PATCH}, {_NOTIFY_DUE} SELECT {{p_run_cols}}, (SELECT count(*) FROM n) FROM p"
     ),
     "reset_journal": (
-        f"WITH {_PATCH}, {_NOTIFY_DUE}, "
+        f"WITH {_PATCH_RESET}, {_NOTIFY_DUE}, "
         "d AS (DELETE FROM {s}.journal WHERE run_id IN (SELECT id FROM p)) "
         "SELECT EXISTS (SELECT 1 FROM p), (SELECT count(*) FROM n)"
     ),

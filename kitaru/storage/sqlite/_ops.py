@@ -379,6 +379,7 @@ def reset_journal(conn: sqlite3.Connection, patch: RunPatch) -> bool:
     if not _patch_run(conn, patch):
         return False
     conn.execute("DELETE FROM journal WHERE run_id = ?", (patch.run_id,))
+    conn.execute("UPDATE runs SET generation = generation + 1 WHERE id = ?", (patch.run_id,))
     return True
 
 
