@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import nullcontext
 from typing import Any, Generic, ParamSpec, TypeVar, overload
 
@@ -38,6 +38,9 @@ R = TypeVar("R")
 
 
 BackoffSpec = float | int | Backoff | Callable[[int], float]
+
+#: Reused by every attempt without a timeout (``nullcontext`` is reentrant).
+_NO_TIMEOUT = nullcontext()
 
 
 def _delay(spec: BackoffSpec | None, retry: int) -> float:
@@ -127,51 +130,56 @@ class Checkpoint(Generic[P, R]):
             return anyio.from_thread.run(self._durable, frame.execution, position, args, kwargs)
         return self._durable(frame.execution, position, args, kwargs)
 
-    async def _durable(self, execution: Execution, position: int, args: Any, kwargs: Any) -> Any:
-        async def live(call: Call) -> Any:
-            frame = CheckpointFrame(execution, position, self.name, call.metadata)
-            what = call.what
-            attempt = 0
-            while True:
-                attempt += 1
-                call.tries = attempt
-                try:
-                    execution.busy += 1
-                    try:
-                        result = await self._attempt(frame, args, kwargs)
-                    finally:
-                        execution.busy -= 1
-                    data = self.codec.dump(result, what=what)
-                    break
-                except SerializationError:
-                    raise
-                except Exception as exc:
-                    call.errors.append(describe_error(exc))
-                    if attempt > self.retries:
-                        raise
-                await anyio.sleep(_delay(self.backoff, attempt))
-            call.data = data
-            # Hand back what a replay would return, so live and replayed
-            # executions see the same value (a tuple under ``list[Any]`` comes
-            # back a list).
-            codec = self.codec
-            if codec.exact is not None and type(result) is codec.exact:
-                return result
-            return codec.load(data, what=what)
-
-        # Once resolved the codec is passed as is (no replay closure to make).
+    def _durable(
+        self, execution: Execution, position: int, args: Any, kwargs: Any
+    ) -> Coroutine[Any, Any, Any]:
+        # Returns the routine's coroutine itself (no wrapper frame per call);
+        # once resolved the codec is passed as is (no replay closure to make).
         codec = self._codec
-        return await durable(
+        return durable(
             execution,
             position,
             self.name,
             "checkpoint",
-            live,
+            self._live,
             codec=codec,
             replay=None if codec is not None else self._late_replay(execution, position),
             records_failures=True,
             label=self._label,
+            live_args=(args, kwargs),
         )
+
+    async def _live(self, call: Call, args: Any, kwargs: Any) -> Any:
+        """Run the body (with retries, backoff and timeout); the value a replay would return."""
+        execution = call.execution
+        frame = CheckpointFrame(execution, call.position, self.name, call.metadata)
+        what = call.what
+        attempt = 0
+        while True:
+            attempt += 1
+            call.tries = attempt
+            try:
+                execution.busy += 1
+                try:
+                    result = await self._attempt(frame, args, kwargs)
+                finally:
+                    execution.busy -= 1
+                data = self.codec.dump(result, what=what)
+                break
+            except SerializationError:
+                raise
+            except Exception as exc:
+                call.errors.append(describe_error(exc))
+                if attempt > self.retries:
+                    raise
+            await anyio.sleep(_delay(self.backoff, attempt))
+        call.data = data
+        # Hand back what a replay would return, so live and replayed executions
+        # see the same value (a tuple under ``list[Any]`` comes back a list).
+        codec = self.codec
+        if codec.exact is not None and type(result) is codec.exact:
+            return result
+        return codec.load(data, what=what)
 
     def _late_replay(
         self, execution: Execution, position: int
@@ -190,10 +198,12 @@ class Checkpoint(Generic[P, R]):
         try:
             with (
                 checkpoint_span(self.name, frame.execution.run_id, frame.position),
-                anyio.fail_after(self.timeout) if self.timeout else nullcontext(),
+                anyio.fail_after(self.timeout) if self.timeout else _NO_TIMEOUT,
             ):
                 if self.is_async:
-                    return await typing.cast(Awaitable[Any], self.fn(*args, **kwargs))
+                    # No typing.cast here: it is a call on every attempt.
+                    body: Awaitable[Any] = self.fn(*args, **kwargs)
+                    return await body
                 # abandon_on_cancel: a timed-out sync body cannot be stopped, but
                 # the flow need not wait for it.
                 call = functools.partial(self.fn, *args, **kwargs)

@@ -152,8 +152,9 @@ async def durable(
     position: int,
     name: str,
     kind: str,
-    live: Callable[[Call], Awaitable[T]],
+    live: Callable[..., Awaitable[T]],
     *,
+    live_args: tuple[Any, ...] = (),
     codec: Codec | None = None,
     replay: Callable[[JournalEntry], Awaitable[T]] | None = None,
     recorded_failure: Callable[[JournalEntry], BaseException] = _raise_recorded,
@@ -167,8 +168,10 @@ async def durable(
         position: the call's journal position (taken when it was called).
         name: the recorded name (a checkpoint's name, a wait's topic...).
         kind: the entry kind (``checkpoint``, ``llm``, ``wait``, ``send``...).
-        live: runs the call; fills in the :class:`Call` (value, metadata,
-            usage) and returns what the caller gets.
+        live: runs the call: ``live(call, *live_args)`` fills in the
+            :class:`Call` (value, metadata, usage) and returns what the caller gets.
+        live_args: more arguments for ``live`` (a bound method with its
+            arguments costs less than a closure on every call).
         codec: decodes a completed entry's value on replay (unless ``replay``).
         replay: builds the replayed result from a completed entry instead.
         recorded_failure: the exception a failed entry raises again on replay.
@@ -195,19 +198,39 @@ async def durable(
         prior, errors = retry_history(entry)
     call = Call(execution, position, name, kind, label, prior, errors, records_failures)
     try:
-        result = await live(call)
+        result = await live(call, *live_args)
     except Exception as exc:
         if call.records_failures and not call.committed:
             await call.fail(exc)
         raise
     if not call.committed:
-        # Commit the completed entry (inline: this is every checkpoint's path).
-        inline, ref = (None, call.ref)
-        if call.data is not None:
-            inline, ref = await execution.store_value(call.data)
+        # Commit the completed entry. Written out here rather than through the
+        # Call's helpers: this is every checkpoint's path, and each call layer
+        # costs a measurable share of a memory-store checkpoint.
+        inline, ref = call.data, call.ref
+        if inline is not None and len(inline) > execution.host.config.inline_threshold:
+            inline, ref = await execution.store_value(inline)
+        metadata = call.metadata
         if errors:
-            call.metadata["errors"] = errors
-        await execution.commit(call._entry(inline, ref, None), call._run_patch())
+            metadata["errors"] = errors
+        patch = call.patch
+        if patch is None:
+            usage = metadata.get("usage")
+            if usage is not None:
+                patch = usage_patch(execution.run_id, usage)
+        await execution.commit(
+            execution.entry(
+                position,
+                name,
+                kind,
+                started_at=call.started,
+                attempts=prior + call.tries,
+                value=inline,
+                ref=ref,
+                metadata=metadata,
+            ),
+            patch,
+        )
     return result
 
 

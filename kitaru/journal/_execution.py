@@ -153,7 +153,8 @@ class Execution:
 
     async def commit(self, entry: JournalEntry, patch: RunPatch | None = None) -> None:
         """Make ``entry`` (and ``patch`` of the run) durable; returns once committed."""
-        patch = self.with_metadata(patch)
+        if self.metadata_dirty:
+            patch = self.with_metadata(patch)
         if not await self.host.store.record((entry,), patch):
             self._stop()
         self.journal[entry.position] = entry

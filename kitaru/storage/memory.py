@@ -70,7 +70,8 @@ class MemoryStore(StoreResource):
         self._state = "open"
 
     def _check(self) -> _MemoryData:
-        self._check_open()
+        if self._state != "open":  # the common case inline: every operation passes here
+            self._check_open()
         return self._data
 
     def _write(self) -> _MemoryData:
