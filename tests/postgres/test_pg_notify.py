@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 from typing import Any
@@ -203,3 +204,24 @@ async def test_workers_split_due_runs_without_overlap(postgres_url: str) -> None
                 record = await a.get_run(run_id)
                 assert record is not None
                 assert record.owner == name
+
+
+async def test_closing_while_the_listener_connects_leaves_no_asyncio_noise(
+    postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A runtime that closes while its LISTEN connection is being set up
+    # cancels asyncpg's handshake; half-way through, that used to leave a
+    # future whose "unexpected connection_lost()" asyncio printed at exit.
+    for attempt in range(24):
+        store = PostgresStore(postgres_url)
+        await store.open()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.wait_for_change, 0, 5.0)
+            await anyio.sleep(0.0005 * (attempt % 8))
+            tg.cancel_scope.cancel()
+        await store.aclose()
+    await anyio.sleep(0.05)
+    gc.collect()
+    await anyio.lowlevel.checkpoint()
+    noise = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert noise == []

@@ -25,6 +25,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 
 if TYPE_CHECKING:
     from ._ops import Connection
@@ -186,8 +187,17 @@ class Listener:
     async def _reconnect(self) -> bool:
         conn: Connection | None = None
         try:
-            conn = await self._connect()
-            await conn.add_listener(self._channel, self._notified)
+            # Shielded: asyncpg's handshake, cancelled half-way, leaves a future
+            # whose "unexpected connection_lost()" nobody retrieves (asyncio
+            # prints it at exit). The attempt is bounded by connect_timeout;
+            # a cancellation takes effect once it has ended.
+            with anyio.CancelScope(shield=True):
+                conn = await self._connect()
+                await conn.add_listener(self._channel, self._notified)
+            if self._closed:  # closed while connecting: nobody will close this one
+                conn.terminate()
+                return False
+            await anyio.lowlevel.checkpoint()  # honour a cancellation that came meanwhile
         except BaseException as exc:
             if conn is not None:
                 conn.terminate()  # never leave a half-set-up connection behind
