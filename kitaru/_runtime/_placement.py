@@ -279,6 +279,11 @@ class Placement:
             # Their runs become free for everyone: suspended ones then wake on
             # messages and deadlines like any evicted run.
             await store.release(owner)
+        if dead:
+            # Some of those may be overdue already (a sleep that ended while
+            # their process was dead): the timer service looks now, not at its
+            # next rescan.
+            self.timer_kick.set()
         now = self.clock.now()
         lease_until = now + self.config.lease_seconds
         flows = list(self._flows)
