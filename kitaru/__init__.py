@@ -20,6 +20,7 @@ from ._checkpoint import checkpoint as checkpoint
 from ._config import RuntimeConfig as RuntimeConfig
 from ._config import configure as configure
 from ._errors import ArtifactNotFound as ArtifactNotFound
+from ._errors import ArtifactUnreadable as ArtifactUnreadable
 from ._errors import BudgetExceeded as BudgetExceeded
 from ._errors import CheckpointFailed as CheckpointFailed
 from ._errors import ConfigurationError as ConfigurationError
@@ -62,6 +63,7 @@ from ._version import __version__ as __version__
 
 __all__ = (
     "ArtifactNotFound",
+    "ArtifactUnreadable",
     "Backoff",
     "Budget",
     "BudgetExceeded",

@@ -11,6 +11,7 @@ Every error names the thing that went wrong and what to do about it. The tree::
     ├── InvalidMessage        a message does not fit the pending wait's schema
     ├── RunNotFound           no run with that id (or id prefix) in the store
     ├── ArtifactNotFound      a run saved no artifact of that name
+    ├── ArtifactUnreadable    a stored artifact is missing or corrupted (data, not infrastructure)
     ├── ReplayError           a replay or retry that cannot be carried out (nothing created)
     ├── RunFinished           a message was sent to a run that has finished
     ├── BudgetExceeded        a run spent its token or cost budget
@@ -164,6 +165,16 @@ class RunNotFound(KitaruError, LookupError):
 
 class ArtifactNotFound(KitaruError, LookupError):
     """A run saved no artifact of the given name (``kitaru.load``)."""
+
+
+class ArtifactUnreadable(KitaruError):
+    """A value's artifact is missing from the artifact store or does not match its hash.
+
+    This is the data's fault, not the store's: the run that needs it fails
+    (its error names the artifact) instead of being restarted again and again.
+    Restore the object (or point the runtime at the right artifact store) and
+    ``rt.retry`` the run.
+    """
 
 
 class ReplayError(KitaruError, ValueError):

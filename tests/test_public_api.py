@@ -7,6 +7,7 @@ import kitaru
 # DESIGN section 2 names, plus the documented extras (Backoff, RuntimeConfig, ...).
 EXPECTED = {
     "ArtifactNotFound",
+    "ArtifactUnreadable",
     "Backoff",
     "Budget",
     "BudgetExceeded",

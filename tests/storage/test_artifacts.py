@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import anyio
 import pytest
 
-from kitaru import ConfigurationError, StorageError
+from kitaru import ArtifactUnreadable, ConfigurationError, StorageError
 from kitaru.storage import ArtifactStore
 from kitaru.storage.artifacts import FsspecArtifactStore, _fs, open_artifacts
 from kitaru.storage.artifacts import _store as artifact_store
@@ -113,7 +113,7 @@ async def test_large_value_round_trips(url: str) -> None:
 async def test_missing_ref_names_the_ref_and_the_store(url: str) -> None:
     ref = f"sha256:{_hex(b'never stored')}"
     async with FsspecArtifactStore(url) as store:
-        with pytest.raises(StorageError, match="not found") as info:
+        with pytest.raises(ArtifactUnreadable, match="not found") as info:
             await store.get(ref)
     assert ref in str(info.value)
     assert url in str(info.value)
@@ -298,7 +298,7 @@ async def test_corrupted_blob_is_detected_on_read(tmp_path: Path) -> None:
         ref = await store.put(b"precious bytes")
         digest = _hex(b"precious bytes")
         (tmp_path / digest[:2] / digest[2:]).write_bytes(b"precious BYTES")
-        with pytest.raises(StorageError, match="corrupted") as info:
+        with pytest.raises(ArtifactUnreadable, match="corrupted") as info:
             await store.get(ref)
     assert ref in str(info.value)
 
@@ -310,7 +310,7 @@ async def test_corrupted_blob_is_detected_on_memory(memory_url: str) -> None:
         digest = _hex(b"memory bytes")
         root = memory_url.removeprefix("memory://")
         _memory_fs().pipe_file(f"{root}/{digest[:2]}/{digest[2:]}", b"x")
-        with pytest.raises(StorageError, match="corrupted"):
+        with pytest.raises(ArtifactUnreadable, match="corrupted"):
             await store.get(ref)
 
 
@@ -488,7 +488,7 @@ async def test_async_filesystem_runs_on_the_loop(async_fs: Any) -> None:
         ref = await store.put(b"async")
         assert await store.put(b"async") == ref
         assert await store.get(ref) == b"async"
-        with pytest.raises(StorageError, match="not found"):
+        with pytest.raises(ArtifactUnreadable, match="not found"):
             await store.get(f"sha256:{_hex(b'absent')}")
     digest = _hex(b"async")
     assert async_fs.blobs == {f"bucket/prefix/{digest[:2]}/{digest[2:]}": b"async"}

@@ -22,7 +22,7 @@ import anyio
 import pytest
 
 import kitaru
-from kitaru import ConfigurationError, StorageError, checkpoint, flow
+from kitaru import ArtifactUnreadable, ConfigurationError, StorageError, checkpoint, flow
 from kitaru.storage.artifacts import FsspecArtifactStore, open_artifacts
 from kitaru.storage.artifacts import _store as artifact_store
 from kitaru.storage.artifacts._options import split_options
@@ -137,7 +137,7 @@ async def test_corrupted_object_is_detected_on_read(s3: S3Prefix) -> None:
         ref = await store.put(b"precious bytes")
         key = s3.key(_hex(b"precious bytes"))
         await s3.write(key, b"precious BYTES")
-        with pytest.raises(StorageError, match="corrupted") as info:
+        with pytest.raises(ArtifactUnreadable, match="corrupted") as info:
             await store.get(ref)
     message = str(info.value)
     assert ref in message
@@ -157,7 +157,7 @@ async def test_truncated_object_is_rewritten_by_put(s3: S3Prefix) -> None:
 async def test_missing_ref_is_a_clear_error(s3: S3Prefix) -> None:
     ref = f"sha256:{_hex(b'never stored')}"
     async with FsspecArtifactStore(s3.url) as store:
-        with pytest.raises(StorageError, match="not found") as info:
+        with pytest.raises(ArtifactUnreadable, match="not found") as info:
             await store.get(ref)
         with pytest.raises(StorageError, match="malformed artifact ref"):
             await store.get("sha256:../../secrets")
@@ -495,8 +495,8 @@ async def test_large_checkpoint_values_land_in_the_store_and_replay_from_it(
     assert info.status == "completed"
 
 
-async def test_a_lost_artifact_stops_the_replay_until_it_is_restored(
-    target: _Target, tmp_path: Path, caplog: pytest.LogCaptureFixture
+async def test_a_lost_artifact_fails_the_run_until_it_is_restored(
+    target: _Target, tmp_path: Path
 ) -> None:
     produced.clear()
     async with _runtime(tmp_path, target.url) as rt:
@@ -508,23 +508,22 @@ async def test_a_lost_artifact_stops_the_replay_until_it_is_restored(
     stored = await target.read(key)
     await target.delete(key)
 
-    # The replay cannot read the checkpoint's value: an infrastructure
-    # failure that names the ref, not a silent re-run of the checkpoint.
-    fast = {"max_restarts": 1, "restart_backoff": 0.01, "lease_seconds": 0.5}
-    async with _runtime(tmp_path, target.url, **fast) as rt:
+    # The replay cannot read the checkpoint's value: the run fails with an
+    # error that names the ref (the data's fault, so no restart loop), and the
+    # checkpoint is not silently run again.
+    async with _runtime(tmp_path, target.url) as rt:
         await rt.send("lost", True)
-        with anyio.fail_after(10):
-            while not any("giving up" in r.getMessage() for r in caplog.records):
-                await anyio.sleep(0.01)
-        assert (await rt.get_run("lost")).status != "completed"
-    failures = [r.getMessage() for r in caplog.records if "lost" in r.getMessage()]
-    assert failures and all(ref in m and "not found" in m for m in failures)
+        with anyio.fail_after(10), pytest.raises(kitaru.FlowFailed) as failed:
+            await rt.result("lost")
+        assert failed.value.error_type == "kitaru.ArtifactUnreadable"
+        assert ref in failed.value.error and "not found" in failed.value.error
+        assert rt.supervisor.restarts == 0
     assert produced == [SIZE]
 
-    # Once the object is back, the run resumes where it was and completes.
+    # Once the object is back, a retry resumes the run where it was.
     await target.write(key, stored)
-    await anyio.sleep(0.6)  # the lease of the activation that gave up lapses
-    async with _runtime(tmp_path, target.url, **fast) as rt:
+    async with _runtime(tmp_path, target.url) as rt:
+        await rt.retry("lost")
         with anyio.fail_after(10):
             assert await rt.result("lost") == _big_value(SIZE)
     assert produced == [SIZE]

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 import anyio
 import anyio.to_thread
 
-from kitaru._errors import ConfigurationError, StorageError
+from kitaru._errors import ArtifactUnreadable, ConfigurationError, StorageError
 
 from . import _fs
 from ._errors import call_config, config_error, hint, is_missing_bucket, translating
@@ -161,9 +161,10 @@ class FsspecArtifactStore:
         """Return the bytes stored under ``ref``, checked against its hash.
 
         Raises:
-            StorageError: ``ref`` is malformed, no object is stored under it,
-                the stored bytes do not match it, the store is not open, or
-                the filesystem failed.
+            kitaru.ArtifactUnreadable: no object is stored under ``ref``, or the
+                stored bytes do not match it (the data's fault: not retried).
+            StorageError: ``ref`` is malformed, the store is not open, or the
+                filesystem failed.
         """
         fs = self._require_open()
         digest = _parse_ref(ref)
@@ -178,7 +179,7 @@ class FsspecArtifactStore:
         except FileNotFoundError as exc:
             if is_missing_bucket(exc):
                 raise self._error(f"cannot read artifact {ref} from", exc) from exc
-            raise StorageError(
+            raise ArtifactUnreadable(
                 f"artifact {ref} not found in artifact store {shown(self.url)}: it was "
                 "deleted, or was written to another store (check the artifact store URL)"
             ) from exc
@@ -187,7 +188,7 @@ class FsspecArtifactStore:
         data = bytes(data)
         actual = await _sha256(data)
         if actual != digest:
-            raise StorageError(
+            raise ArtifactUnreadable(
                 f"artifact {ref} in artifact store {shown(self.url)} is corrupted: its "
                 f"{len(data)} stored bytes hash to sha256:{actual}. Restore the object "
                 f"{key!r} from a backup or delete it so the value can be stored again"

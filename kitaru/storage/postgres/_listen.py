@@ -194,6 +194,8 @@ class Listener:
             with anyio.CancelScope(shield=True):
                 conn = await self._connect()
                 await conn.add_listener(self._channel, self._notified)
+            if conn is None:  # pragma: no cover - the shielded block always sets it
+                return False
             if self._closed:  # closed while connecting: nobody will close this one
                 conn.terminate()
                 return False
