@@ -17,7 +17,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, overload
 import anyio
 import anyio.from_thread
 
-from ._errors import ConfigurationError, FlowFailed
+from ._errors import ConfigurationError, FlowCancelled, FlowFailed
 from ._runtime._current import current_runtime
 from ._types import BudgetLike, as_budget
 from .journal._context import FlowFrame, frame_var
@@ -182,7 +182,10 @@ class Flow(Generic[P, R]):
 
         def failed(entry: JournalEntry) -> BaseException:
             info = json.loads(entry.error or b"{}")
-            return FlowFailed(info.get("run_id", "?"), info.get("message", "failed"))
+            run_id = info.get("run_id", "?")
+            if str(info.get("type", "")).endswith(".FlowCancelled"):
+                return FlowCancelled(run_id)  # as the parent saw it live
+            return FlowFailed(run_id, info.get("message", "failed"))
 
         async def live(call: Call) -> Any:
             call.metadata = {"run_id": child_id}

@@ -44,6 +44,9 @@ __all__ = ("Runtime", "current_runtime", "runtime")
 
 log = logging.getLogger("kitaru.runtime")
 
+#: Descendants a cancel looks at, at most (child flows of child flows...).
+_MAX_CHILDREN = 100_000
+
 #: The innermost open runtime of the current task (see ``current_runtime``).
 runtime_var: ContextVar[Runtime | None] = ContextVar("kitaru_runtime", default=None)
 
@@ -420,12 +423,31 @@ class Runtime:
         return await _rerun.retry(self, run_id)
 
     async def cancel(self, run_id: str) -> bool:
-        """Cancel an unfinished run; returns False if it had already finished.
+        """Cancel an unfinished run and its unfinished child flows; False if it had finished.
+
+        Cancelling cascades: every unfinished run below this one (its child
+        flows, theirs, ...) is cancelled too, so no sub-agent keeps working
+        for a run nobody waits for.
 
         Raises:
             kitaru.RunNotFound: no such run.
         """
         self._check_open()
+        if not await self._cancel_one(run_id):
+            if await self.store.get_run(run_id) is None:
+                raise RunNotFound(run_id)
+            return False
+        # Child run ids extend their parent's (``parent.position``); the parent
+        # links are checked so that a run merely named alike is left alone.
+        cancelled = {run_id}
+        for child_id in sorted(await self.store.find_runs(f"{run_id}.", limit=_MAX_CHILDREN)):
+            child = await self.store.get_run(child_id)
+            if child is not None and child.parent_id in cancelled:
+                cancelled.add(child_id)
+                await self._cancel_one(child_id)
+        return True
+
+    async def _cancel_one(self, run_id: str) -> bool:
         patch = RunPatch(
             run_id, updated_at=self.clock.now(), status="cancelled", release=True, clear_wait=True
         )
@@ -434,11 +456,7 @@ class Runtime:
         actor = self._directory.live.get(run_id)
         if actor is not None:
             actor.cancel()
-        if updated is None:
-            if await self.store.get_run(run_id) is None:
-                raise RunNotFound(run_id)
-            return False
-        return True
+        return updated is not None
 
 
 def runtime(
