@@ -53,6 +53,18 @@ def _delay(spec: BackoffSpec | None, retry: int) -> float:
     return float(spec(retry))
 
 
+def _forget_attempt(metadata: dict[str, Any]) -> None:
+    """Drop what a failed attempt logged and saved; keep what it spent on LLM calls.
+
+    The entry records the attempt that succeeded: ``kitaru.load`` must not
+    find an artifact of an attempt that failed.
+    """
+    usage = metadata.get("usage")
+    metadata.clear()
+    if usage is not None:
+        metadata["usage"] = usage
+
+
 def _return_annotation(fn: Callable[..., Any], what: str) -> Any:
     try:
         hints = typing.get_type_hints(fn, include_extras=True)
@@ -158,6 +170,8 @@ class Checkpoint(Generic[P, R]):
         while True:
             attempt += 1
             call.tries = attempt
+            if attempt > 1:
+                _forget_attempt(call.metadata)
             try:
                 execution.busy += 1
                 try:
