@@ -17,6 +17,7 @@ from .._errors import ReplayError, RunNotFound
 from .._types import RunHandle, RunSource
 from ..journal._replay_plan import CheckpointRef, Overrides, plan_replay, retry_entries
 from ..storage.base import RunPatch, RunRecord
+from ..storage.serde import loads_plain
 
 if TYPE_CHECKING:
     from .._clock import Clock
@@ -116,7 +117,8 @@ async def retry(rt: Rerunner, run_id: str) -> RunHandle:
             f"run {run_id} is {record.status}; only failed runs can be retried "
             "(use replay to run a finished run again)"
         )
-    marked = retry_entries(await rt.store.load_journal(run_id))
+    failure = loads_plain(record.error_info)
+    marked = retry_entries(await rt.store.load_journal(run_id), failure)
     patch = RunPatch(
         run_id,
         updated_at=rt.clock.now(),

@@ -21,7 +21,7 @@ from typing import Any
 
 from .._errors import ReplayError, SerializationError
 from ..storage.base import JournalEntry
-from ..storage.serde import Codec, codec_for, dumps_plain
+from ..storage.serde import Codec, codec_for, dumps_plain, loads_plain
 from ._failures import RETRY
 from ._registry import checkpoints_named
 
@@ -34,6 +34,8 @@ Overrides = Mapping[str, Any] | Mapping[int, Any] | Mapping[str | int, Any]
 
 #: Kinds of entries whose value an override may replace.
 _OVERRIDABLE = ("checkpoint", "llm")
+#: Kinds of failed entries a retry runs again (a child flow's run is asked again).
+_RETRIED = ("checkpoint", "llm", "flow")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -137,25 +139,41 @@ def plan_replay(
     return ReplayPlan(entries, live_from, large)
 
 
-def retry_entries(journal: Sequence[JournalEntry]) -> list[JournalEntry]:
+def retry_entries(
+    journal: Sequence[JournalEntry], failure: Mapping[str, Any] | None = None
+) -> list[JournalEntry]:
     """The failed entries a retry runs again, marked ``retry``.
 
     A failure the flow caught and carried on from stays recorded (a replay
     must see the same exception, or the flow could take another path than its
-    journal); a failure is the run's failure point when no later call of the
-    run started after it ended.
+    journal). A failure is the run's failure point when no later call of the
+    run started after it ended, or when the run failed with that very
+    exception (``failure``: the run's error record), re-raised after a
+    cleanup call. A failed child flow is looked at again: if it was retried
+    and completed meanwhile, the parent gets its output.
     """
     marked: list[JournalEntry] = []
     for entry in journal:
-        if entry.status != "failed" or entry.kind not in _OVERRIDABLE:
+        if entry.status != "failed" or entry.kind not in _RETRIED:
             continue
         ended = entry.started_at + (entry.duration_s or 0.0)
         caught = any(
             later.position > entry.position and later.started_at >= ended for later in journal
         )
-        if not caught:
+        if not caught or _is_run_failure(entry, failure):
             marked.append(dataclasses.replace(entry, status=RETRY))
     return marked
+
+
+def _is_run_failure(entry: JournalEntry, failure: Mapping[str, Any] | None) -> bool:
+    """True when the run failed with the exception ``entry`` recorded (same type and message)."""
+    if not failure:
+        return False
+    recorded = loads_plain(entry.error) or {}
+    return bool(
+        recorded.get("type") == failure.get("type")
+        and recorded.get("message") == failure.get("message")
+    )
 
 
 def _encode(entry: JournalEntry, value: Any, *, run_id: str, ref: CheckpointRef) -> bytes:
