@@ -189,15 +189,28 @@ class Flow(Generic[P, R]):
 
         async def live(call: Call) -> Any:
             call.metadata = {"run_id": child_id}
+            # The parent counts as busy (a sibling's wait does not evict it
+            # while nobody would wake it) but gives its execution slot to the
+            # child meanwhile (parents awaiting children cannot starve them).
+            execution.busy += 1
             try:
-                result = await execution.host.run_child(
-                    self, args, kwargs, run_id=child_id, parent=execution.run_id
-                )
+                activation = execution.activation
+                if activation is None:
+                    result = await execution.host.run_child(
+                        self, args, kwargs, run_id=child_id, parent=execution.run_id
+                    )
+                else:
+                    async with activation.slot_released():
+                        result = await execution.host.run_child(
+                            self, args, kwargs, run_id=child_id, parent=execution.run_id
+                        )
             except FlowFailed as exc:
                 details = {"run_id": exc.run_id, "message": exc.error}
                 call.failure_details = lambda _: details
                 await call.fail(exc)
                 raise
+            finally:
+                execution.busy -= 1
             call.data = self.output_codec.dump(result, what=call.what)
             return result
 

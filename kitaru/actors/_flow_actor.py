@@ -49,6 +49,10 @@ class Residency(Protocol):
         """``actor`` suspended: its execution slot is free."""
         ...
 
+    def release_slot(self, actor: FlowActor) -> None:
+        """``actor`` awaits another run: its execution slot is free meanwhile."""
+        ...
+
     def busy_again(self, actor: FlowActor) -> None:
         """``actor`` woke up."""
         ...
@@ -129,6 +133,20 @@ class FlowActor:
             supervisor.busy_again(self)
         if not self.holds_slot:
             await supervisor.reacquire(self)
+
+    @asynccontextmanager
+    async def slot_released(self) -> AsyncIterator[None]:
+        """While inside, this run holds no execution slot but stays resident and busy.
+
+        A parent awaiting its child flow gives its slot to the child (with
+        ``max_live_runs`` parents awaiting children, none could run otherwise).
+        """
+        self.supervisor.release_slot(self)
+        try:
+            yield
+        finally:
+            if not self.holds_slot:
+                await self.supervisor.reacquire(self)
 
     def cancel(self) -> None:
         """Stop the activation because the run was cancelled."""

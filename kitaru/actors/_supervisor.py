@@ -126,6 +126,12 @@ class Supervisor:
             _, oldest = self._idle.popitem(last=False)
             oldest.request_eviction()
 
+    def release_slot(self, actor: FlowActor) -> None:
+        """``actor`` awaits another run (a child flow): give its execution slot back."""
+        if actor.holds_slot:
+            actor.holds_slot = False
+            self._slots.release()
+
     def busy_again(self, actor: FlowActor) -> None:
         """``actor`` woke up."""
         self._idle.pop(actor.run_id, None)

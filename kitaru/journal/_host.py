@@ -132,3 +132,7 @@ class Activation(Protocol):
     def suspended(self) -> AbstractAsyncContextManager[None]:
         """While inside, the run holds no execution slot and counts as resident-idle."""
         ...
+
+    def slot_released(self) -> AbstractAsyncContextManager[None]:
+        """While inside, the run holds no execution slot (it awaits another run)."""
+        ...
