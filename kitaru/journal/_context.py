@@ -29,8 +29,24 @@ class FlowFrame:
     sync_thread: int | None = None
 
     def in_sync_thread(self) -> bool:
-        """True when called from this flow's own worker thread."""
-        return self.sync_thread is not None and self.sync_thread == threading.get_ident()
+        """True when called from this flow's own worker thread.
+
+        Raises:
+            kitaru.NotInFlow: called from another thread of a plain ``def`` flow
+                (a thread pool it started): durable calls are numbered in call
+                order, which concurrent threads would make depend on timing.
+        """
+        if self.sync_thread is None:
+            return False
+        if self.sync_thread == threading.get_ident():
+            return True
+        raise NotInFlow(
+            "a durable call (checkpoint, wait, send, ...) of a plain def flow was made from "
+            "another thread than the flow's own; kitaru numbers durable calls in the order "
+            "they are made, which threads running at once would make depend on timing. "
+            "Make the calls from the flow's own thread, or make the flow async and run "
+            "checkpoints concurrently with asyncio.gather or a task group"
+        )
 
 
 @dataclass(slots=True)
