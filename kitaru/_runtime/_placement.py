@@ -207,6 +207,12 @@ class Placement:
         if record is None:
             raise RunNotFound(run_id)
         if record.status not in ACTIVE_STATUSES:
+            if key is not None:
+                accepted = await self.store.message_with_key(run_id, key)
+                if accepted is not None:
+                    # Sent before (a retried webhook, a send whose sender died
+                    # before recording it): delivered once, so this succeeds.
+                    return accepted.id
             raise RunFinished(
                 f"run {run_id} is {record.status}; it accepts no more messages "
                 "(start a new run, or replay this one)"

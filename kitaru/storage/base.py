@@ -271,6 +271,10 @@ class RunStore(Protocol):
         """The oldest unconsumed message of ``run_id`` on ``topic``."""
         ...
 
+    async def message_with_key(self, run_id: str, key: str) -> Message | None:
+        """The message ``run_id`` accepted with idempotency ``key``, consumed or not."""
+        ...
+
     async def consume(
         self, message_id: int, entry: JournalEntry | None, patch: RunPatch | None
     ) -> bool:

@@ -221,6 +221,10 @@ class MemoryStore(StoreResource):
             data.keys[(stored.run_id, stored.key)] = stored
         return stored, True
 
+    async def message_with_key(self, run_id: str, key: str) -> Message | None:
+        """The message ``run_id`` accepted with idempotency ``key``, consumed or not."""
+        return self._check().keys.get((run_id, key))
+
     async def next_message(self, run_id: str, topic: str) -> Message | None:
         """Oldest unconsumed message of the run on ``topic``."""
         for message in self._check().messages.values():

@@ -235,3 +235,24 @@ async def test_list_runs_without_journals_gives_counts(rt: kitaru.Runtime) -> No
         assert summary.model_dump(exclude={"checkpoints", "artifacts"}) == info.model_dump(
             exclude={"checkpoints", "artifacts"}
         )
+
+
+@kitaru.flow
+async def answers_once() -> str:
+    return await kitaru.wait(str)
+
+
+async def test_an_idempotent_resend_to_a_finished_run_succeeds(
+    make_runtime: RuntimeFactory,
+) -> None:
+    async with make_runtime(flows=[answers_once]) as rt:
+        run = await rt.start(answers_once)
+        first = await rt.send(run.id, "yes", key="webhook-1")
+        assert await run.result() == "yes"
+        # A retried webhook (or a sender that died before recording its send)
+        # delivers once: the re-send succeeds with the same message id.
+        assert await rt.send(run.id, "yes", key="webhook-1") == first
+        with pytest.raises(kitaru.RunFinished):
+            await rt.send(run.id, "again", key="webhook-2")
+        with pytest.raises(kitaru.RunFinished):
+            await rt.send(run.id, "again")

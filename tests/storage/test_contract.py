@@ -479,6 +479,17 @@ async def test_post_assigns_increasing_ids(store: RunStore) -> None:
     assert second.id > first.id
 
 
+async def test_message_with_key_finds_an_accepted_message_consumed_or_not(
+    store: RunStore,
+) -> None:
+    first, _ = await store.post(make_message(key="k", payload=b"1"))
+    assert await store.message_with_key("r1", "k") == first
+    assert await store.consume(first.id, None, None)
+    assert await store.message_with_key("r1", "k") == first  # consumed: still accepted once
+    assert await store.message_with_key("r1", "other") is None
+    assert await store.message_with_key("r2", "k") is None
+
+
 async def test_post_with_a_seen_key_returns_the_first_message(store: RunStore) -> None:
     first, _ = await store.post(make_message(key="k", payload=b"1"))
     again, created = await store.post(make_message(key="k", payload=b"2"))

@@ -184,6 +184,13 @@ async def next_message(conn: Connection, cx: Context, run_id: str, topic: str) -
     return None if row is None else Message(*row)
 
 
+async def message_with_key(conn: Connection, cx: Context, run_id: str, key: str) -> Message | None:
+    """The message ``run_id`` accepted with idempotency ``key``, consumed or not."""
+    st = cx.q.sql["message_with_key"]
+    row = await conn.fetchrow(st.sql, *st.args({"run_id": run_id, "key": key}))
+    return None if row is None else Message(*row)
+
+
 async def messages_after(conn: Connection, cx: Context, after_id: int, limit: int) -> list[Message]:
     """Unconsumed messages with an id above ``after_id``, oldest first."""
     st = cx.q.sql["messages_after"]

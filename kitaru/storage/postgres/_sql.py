@@ -189,6 +189,9 @@ _TEMPLATES: dict[str, str] = {
         "SELECT {message_cols} FROM {s}.messages WHERE run_id = $run_id::text "
         "AND topic = $topic::text AND NOT consumed ORDER BY id LIMIT 1"
     ),
+    "message_with_key": (
+        "SELECT {message_cols} FROM {s}.messages WHERE run_id = $run_id::text AND key = $key::text"
+    ),
     "messages_after": (
         "SELECT {message_cols} FROM {s}.messages WHERE id > $after::int8 AND NOT consumed "
         "ORDER BY id LIMIT $limit::int8"

@@ -240,6 +240,12 @@ class PostgresStore(StoreResource):
             "read a message", lambda c, _: ops.next_message(c, self._cx, run_id, topic)
         )
 
+    async def message_with_key(self, run_id: str, key: str) -> Message | None:
+        """The message ``run_id`` accepted with idempotency ``key``, consumed or not."""
+        return await self._call(
+            "read a message", lambda c, _: ops.message_with_key(c, self._cx, run_id, key)
+        )
+
     async def messages_after(self, after_id: int, limit: int = 1000) -> list[Message]:
         """Unconsumed messages with an id above ``after_id``, oldest first."""
         return await self._call(

@@ -257,6 +257,12 @@ def next_message(conn: sqlite3.Connection, run_id: str, topic: str) -> Message |
     return None if row is None else Message(*row)
 
 
+def message_with_key(conn: sqlite3.Connection, run_id: str, key: str) -> Message | None:
+    """The message ``run_id`` accepted with idempotency ``key``, consumed or not."""
+    row = conn.execute(f"{_SELECT_MESSAGE} WHERE run_id = ? AND key = ?", (run_id, key)).fetchone()
+    return None if row is None else Message(*row)
+
+
 def messages_after(conn: sqlite3.Connection, after_id: int, limit: int) -> list[Message]:
     """Unconsumed messages with an id above ``after_id``, oldest first."""
     sql = f"{_SELECT_MESSAGE} WHERE id > ? AND consumed = 0 ORDER BY id LIMIT ?"

@@ -225,6 +225,10 @@ class SQLiteStore(StoreResource):
         """The oldest unconsumed message of ``run_id`` on ``topic``."""
         return await self._read("read a message", lambda c: ops.next_message(c, run_id, topic))
 
+    async def message_with_key(self, run_id: str, key: str) -> Message | None:
+        """The message ``run_id`` accepted with idempotency ``key``, consumed or not."""
+        return await self._read("read a message", lambda c: ops.message_with_key(c, run_id, key))
+
     async def messages_after(self, after_id: int, limit: int = 1000) -> list[Message]:
         """Unconsumed messages with an id above ``after_id``, oldest first."""
         return await self._read("list messages", lambda c: ops.messages_after(c, after_id, limit))
