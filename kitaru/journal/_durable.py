@@ -46,7 +46,6 @@ class Call:
         "failure_details",
         "kind",
         "label",
-        "lists_errors",
         "metadata",
         "name",
         "patch",
@@ -96,10 +95,9 @@ class Call:
         #: its message and records the entry in one transaction).
         self.committed = False
         #: Whether any exception of the live part is the call's recorded outcome
-        #: (checkpoints, LLM calls); otherwise only :meth:`fail` records one.
+        #: (checkpoints, LLM calls; their failures list the errors of every
+        #: attempt); otherwise only :meth:`fail` records one.
         self.records_failures = records_failures
-        #: Whether a failure lists the call's errors in its record and metadata.
-        self.lists_errors = records_failures
         #: Extra fields for a failure's error record (litellm's exception arguments).
         self.failure_details: Callable[[BaseException], dict[str, Any]] | None = None
 
@@ -109,12 +107,12 @@ class Call:
 
     async def fail(self, exc: BaseException) -> None:
         """Commit the entry as failed with ``exc``: a replay raises it again."""
-        if self.lists_errors:
+        if self.records_failures:
             description = describe_error(exc)
             if not self.errors or self.errors[-1] != description:
                 self.errors.append(description)
             self.metadata["errors"] = self.errors
-        record = error_record(exc, self.errors if self.lists_errors else None)
+        record = error_record(exc, self.errors if self.records_failures else None)
         if self.failure_details is not None:
             record.update(self.failure_details(exc))
         await self.execution.commit(self._entry(None, None, record), self._run_patch())
@@ -204,33 +202,14 @@ async def durable(
             await call.fail(exc)
         raise
     if not call.committed:
-        # Commit the completed entry. Written out here rather than through the
-        # Call's helpers: this is every checkpoint's path, and each call layer
-        # costs a measurable share of a memory-store checkpoint.
+        # Commit the completed entry (small values stay inline without the
+        # store_value coroutine: this is every checkpoint's path).
         inline, ref = call.data, call.ref
         if inline is not None and len(inline) > execution.host.config.inline_threshold:
             inline, ref = await execution.store_value(inline)
-        metadata = call.metadata
         if errors:
-            metadata["errors"] = errors
-        patch = call.patch
-        if patch is None:
-            usage = metadata.get("usage")
-            if usage is not None:
-                patch = usage_patch(execution.run_id, usage)
-        await execution.commit(
-            execution.entry(
-                position,
-                name,
-                kind,
-                started_at=call.started,
-                attempts=prior + call.tries,
-                value=inline,
-                ref=ref,
-                metadata=metadata,
-            ),
-            patch,
-        )
+            call.metadata["errors"] = errors
+        await execution.commit(call._entry(inline, ref, None), call._run_patch())
     return result
 
 
