@@ -52,14 +52,15 @@ class FlowTable(Mapping[str, HostedFlow]):
             TypeError: not a ``@flow``-decorated function.
             kitaru.ConfigurationError: another function already has its name.
         """
-        known = self._flows.get(getattr(flow, "name", None))  # type: ignore[arg-type]
-        if known is flow:
-            return False  # the common case, every start of a hosted flow: nothing to check
+        # The common case, every start of a hosted flow: known, nothing to check.
+        if self._flows.get(getattr(flow, "name", "")) is flow:
+            return False
         check_flow(flow)
+        known = self._flows.get(flow.name)
         if known is None:
             self._flows[flow.name] = flow
             return True
-        if known is not flow and known.fn.__qualname__ != flow.fn.__qualname__:
+        if known.fn.__qualname__ != flow.fn.__qualname__:
             raise ConfigurationError(
                 f"two different flows are named {flow.name!r} ({known.fn.__qualname__} and "
                 f"{flow.fn.__qualname__}); give one another name with @flow(name=...)"
