@@ -2,32 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import anyio
 import pytest
 
 import kitaru
 from kitaru import checkpoint, flow
-from kitaru.storage import JournalEntry, RunPatch, register_store
-from kitaru.storage.memory import MemoryStore
+from tests._stores import FlakyStore
 
 pytestmark = pytest.mark.anyio
-
-
-class FlakyStore(MemoryStore):
-    """A memory store whose first journal writes fail like a lost connection."""
-
-    failures = 0
-
-    async def record(self, entries: Sequence[JournalEntry], patch: RunPatch | None = None) -> bool:
-        if entries and FlakyStore.failures > 0:
-            FlakyStore.failures -= 1
-            raise kitaru.StorageError("connection lost (injected)")
-        return await super().record(entries, patch)
-
-
-register_store("flaky", FlakyStore, clobber=True)
 
 
 async def test_infrastructure_failure_restarts_the_run_from_its_journal() -> None:

@@ -10,16 +10,14 @@ store failure restarts it from its journal instead of failing it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 import anyio
 import pytest
 
 import kitaru
 from kitaru import checkpoint, flow
-from kitaru.storage import JournalEntry, RunPatch, register_store
-from kitaru.storage.memory import MemoryStore
 from kitaru.testing import always_evict
+from tests._stores import FlakyStore
 from tests.conftest import RuntimeFactory
 
 pytestmark = pytest.mark.anyio
@@ -108,21 +106,6 @@ async def test_continue_as_new_inside_a_task_group_restarts_the_run(
         assert [c.name for c in info.checkpoints] == ["shout"]  # the last round's journal
 
 
-class FailOnceStore(MemoryStore):
-    """A memory store whose first journal write fails like a lost connection."""
-
-    failures = 0
-
-    async def record(self, entries: Sequence[JournalEntry], patch: RunPatch | None = None) -> bool:
-        if entries and FailOnceStore.failures > 0:
-            FailOnceStore.failures -= 1
-            raise kitaru.StorageError("connection lost (injected)")
-        return await super().record(entries, patch)
-
-
-register_store("failonce", FailOnceStore, clobber=True)
-
-
 @flow
 async def checkpoints_in_a_group() -> list[str]:
     out: list[str] = []
@@ -136,8 +119,8 @@ async def checkpoints_in_a_group() -> list[str]:
 
 
 async def test_a_store_failure_inside_a_task_group_restarts_the_run() -> None:
-    FailOnceStore.failures = 1
-    async with kitaru.runtime(store="failonce://group", restart_backoff=0.01) as rt:
+    FlakyStore.failures = 1
+    async with kitaru.runtime(store="flaky://group", restart_backoff=0.01) as rt:
         run = await rt.start(checkpoints_in_a_group)
         with anyio.fail_after(10):
             assert await run.result() == ["ONE"]
